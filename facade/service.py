@@ -1,0 +1,73 @@
+"""The OpenAI-compatible REST surface as a gRPC service of raw HTTP bodies (transcoded by Envoy)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import msgspec
+from google.api import httpbody_pb2
+
+from modelyard.facade import sse
+from modelyard.gateway import Gateway
+from modelyard.schema.chat import ChatRequest
+from modelyard.schema.completions import CompletionRequest
+from modelyard.schema.decode import decode_request
+from modelyard.schema.embeddings import EmbeddingRequest
+from modelyard.v1 import openai_pb2, openai_pb2_grpc
+
+JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
+_ENCODER = msgspec.json.Encoder()
+HttpBody = httpbody_pb2.HttpBody
+
+
+def json_body(payload: Any) -> HttpBody:
+    return HttpBody(content_type=JSON, data=_ENCODER.encode(payload))
+
+
+async def event_stream(chunks: AsyncIterator[Any]) -> AsyncIterator[HttpBody]:
+    async for data in sse.render(chunks):
+        yield HttpBody(content_type=EVENT_STREAM, data=data)
+
+
+class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def ChatCompletions(  # noqa: N802 - gRPC method name
+        self, request: HttpBody, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[HttpBody]:
+        chat = decode_request(request.data, ChatRequest)
+        if chat.stream:
+            async for body in event_stream(await self._gateway.open_chat_stream(chat)):
+                yield body
+        else:
+            yield json_body(await self._gateway.chat(chat))
+
+    async def Completions(  # noqa: N802
+        self, request: HttpBody, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[HttpBody]:
+        completion = decode_request(request.data, CompletionRequest)
+        if completion.stream:
+            async for body in event_stream(await self._gateway.open_completion_stream(completion)):
+                yield body
+        else:
+            yield json_body(await self._gateway.complete(completion))
+
+    async def Embeddings(  # noqa: N802
+        self, request: HttpBody, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[HttpBody]:
+        embedding = decode_request(request.data, EmbeddingRequest)
+        yield json_body(await self._gateway.embed(embedding))
+
+    async def ListModels(  # noqa: N802
+        self, request: openai_pb2.ListModelsHttpRequest, context: grpc.aio.ServicerContext
+    ) -> HttpBody:
+        return json_body(self._gateway.list_models())
+
+    async def RetrieveModel(  # noqa: N802
+        self, request: openai_pb2.RetrieveModelHttpRequest, context: grpc.aio.ServicerContext
+    ) -> HttpBody:
+        return json_body(self._gateway.model(request.model))

@@ -1,0 +1,73 @@
+"""The `modelyard` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelyard import __version__
+from modelyard.config import ConfigError, GatewayConfig, load_config, parse_config
+
+
+def _serve_overrides(args: argparse.Namespace, config: GatewayConfig) -> dict[str, Any]:
+    listen = config.listen.model_dump()
+    if args.http:
+        listen["http"] = args.http
+    if args.grpc:
+        listen["grpc"] = args.grpc
+    overrides: dict[str, Any] = {"listen": listen}
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    return overrides
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from modelyard.supervisor import ServeOptions, Supervisor
+
+    config = load_config(args.config)
+    raw = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+    effective = parse_config({**raw, **_serve_overrides(args, config)})
+    return Supervisor(ServeOptions(args.config, effective)).run()
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    aliases = {m.name for m in config.models}
+    print(f"{args.file}: OK ({len(config.providers)} providers, {len(aliases)} models)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelyard", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"modelyard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway (Envoy + workers)")
+    serve.add_argument("--config", type=Path, required=True, help="YAML config file")
+    serve.add_argument("--http", help="REST listen address HOST:PORT (overrides the file)")
+    serve.add_argument("--grpc", help="gRPC listen address HOST:PORT (overrides the file)")
+    serve.add_argument("--workers", type=int, help="worker processes (overrides the file)")
+    serve.add_argument("--data-dir", help="state directory (overrides the file)")
+    serve.set_defaults(handler=cmd_serve)
+
+    config = commands.add_parser("config", help="config file tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a config file without starting")
+    check.add_argument("file", type=Path)
+    check.set_defaults(handler=cmd_config_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        sys.exit(args.handler(args))
+    except ConfigError as exc:
+        print(f"modelyard: config error: {exc}", file=sys.stderr)
+        sys.exit(2)

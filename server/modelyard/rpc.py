@@ -1,0 +1,143 @@
+"""One interceptor for every RPC: authenticate, then turn domain errors into gRPC statuses.
+
+gRPC callers get the status code with google.rpc details (ErrorInfo, BadRequest, RetryInfo).
+Calls of the OpenAI facade also carry the OpenAI error envelope and HTTP status in metadata,
+which Envoy's Lua filter turns into the HTTP response.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from modelyard.auth import KeyRing, current_principal
+from modelyard.errors import GatewayError
+
+log = logging.getLogger("modelyard.rpc")
+
+FACADE_PREFIX = "/modelyard.v1.OpenAI/"
+PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+ERROR_DOMAIN = "modelyard.dev"
+ERROR_BODY_HEADER = "x-modelyard-error"
+ERROR_STATUS_HEADER = "x-modelyard-status"
+
+
+def openai_envelope(error: GatewayError) -> str:
+    body = {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+    return json.dumps(body, ensure_ascii=True, separators=(",", ":"))
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def rich_status(error: GatewayError) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(
+        reason=(error.code or error.type).upper(),
+        domain=ERROR_DOMAIN,
+        metadata={"type": error.type, "http_status": str(error.status),
+                  **({"param": error.param} if error.param else {}),
+                  **({"code": error.code} if error.code else {})},
+    )
+    details = [_pack(info)]
+    if error.param and error.status < 500:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=error.param, description=error.message)
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    if error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=details)
+
+
+def error_metadata(error: GatewayError, facade: bool) -> tuple[tuple[str, str | bytes], ...]:
+    metadata: list[tuple[str, str | bytes]] = [
+        ("grpc-status-details-bin", rich_status(error).SerializeToString())
+    ]
+    if error.retry_after is not None:
+        metadata.append(("retry-after", str(max(0, round(error.retry_after)))))
+    if facade:
+        metadata.append((ERROR_BODY_HEADER, openai_envelope(error)))
+        metadata.append((ERROR_STATUS_HEADER, str(error.status)))
+    return tuple(metadata)
+
+
+def internal_error() -> GatewayError:
+    return GatewayError("The gateway had an internal error while handling your request.", status=500,
+                        code="internal_error")
+
+
+class GatewayInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, keys: KeyRing) -> None:
+        self._keys = keys
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(PUBLIC_PREFIXES):
+            return handler
+        facade = method.startswith(FACADE_PREFIX)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, facade),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, facade),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
+        authorization = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                authorization = value
+                break
+        current_principal.set(self._keys.authenticate(authorization))
+
+    def _wrap_unary(self, behavior: Any, facade: bool) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                self._authenticate(context)
+                return await behavior(request, context)
+            except GatewayError as error:
+                await _abort(context, error, facade)
+            except Exception:
+                log.exception("unhandled error in %s", type(behavior).__qualname__)
+                await _abort(context, internal_error(), facade)
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Any, facade: bool) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                self._authenticate(context)
+                async for item in behavior(request, context):
+                    yield item
+            except GatewayError as error:
+                await _abort(context, error, facade)
+            except Exception:
+                log.exception("unhandled error in a streaming call")
+                await _abort(context, internal_error(), facade)
+
+        return wrapped
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: GatewayError, facade: bool) -> None:
+    await context.abort(error.grpc_code, error.message, trailing_metadata=error_metadata(error, facade))

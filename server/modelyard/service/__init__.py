@@ -1,0 +1,1 @@
+"""gRPC servicers of the typed API and their proto <-> domain conversions."""

@@ -1,0 +1,110 @@
+"""One worker process: a grpc.aio server with the Inference and OpenAI services, health and
+reflection. Envoy reaches it on a private unix socket; gRPC clients on the shared public port."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from modelyard.auth import KeyRing
+from modelyard.config import GatewayConfig, load_config
+from modelyard.facade.service import OpenAIFacade
+from modelyard.gateway import Gateway, build_gateway
+from modelyard.rpc import GatewayInterceptor
+from modelyard.service.inference import InferenceService
+from modelyard.transport import HttpTransport
+from modelyard.v1 import inference_pb2, inference_pb2_grpc, openai_pb2, openai_pb2_grpc
+
+log = logging.getLogger("modelyard.worker")
+
+SERVICE_NAMES = (
+    inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
+    openai_pb2.DESCRIPTOR.services_by_name["OpenAI"].full_name,
+)
+DRAIN_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    config: GatewayConfig
+    private_address: str
+    public_grpc: str
+    admin_key_hash: str
+
+
+def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
+    limit = (config.max_request_mb + 1) << 20
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 1),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+def build_server(options: WorkerOptions, gateway: Gateway) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    server = grpc.aio.server(
+        interceptors=[GatewayInterceptor(KeyRing(options.admin_key_hash))],
+        options=server_options(options.config),
+    )
+    inference_pb2_grpc.add_InferenceServicer_to_server(InferenceService(gateway), server)
+    openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(gateway), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    server.add_insecure_port(options.private_address)
+    server.add_insecure_port(options.public_grpc)
+    return server, health_servicer
+
+
+async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
+    transport = HttpTransport()
+    gateway = build_gateway(options.config, transport)
+    server, health_servicer = build_server(options, gateway)
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+    await stop.wait()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(DRAIN_SECONDS)
+    await transport.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="modelyard-worker")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--private", required=True, help="address Envoy connects to")
+    parser.add_argument("--grpc", required=True, help="public gRPC address (shared via SO_REUSEPORT)")
+    parser.add_argument("--ready-fd", type=int)
+    args = parser.parse_args()
+    logging.basicConfig(level=os.environ.get("MODELYARD_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s")
+    admin_hash = os.environ.pop("MODELYARD_ADMIN_KEY_SHA256")
+    options = WorkerOptions(load_config(args.config), args.private, args.grpc, admin_hash)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(options, args.ready_fd))
+    else:
+        uvloop.run(serve(options, args.ready_fd))
+
+
+if __name__ == "__main__":
+    main()
