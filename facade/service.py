@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
+from urllib.parse import unquote
 
 import grpc
 import msgspec
 from google.api import httpbody_pb2
-
-from modelyard.facade import sse
 from modelyard.gateway import Gateway
 from modelyard.schema.chat import ChatRequest
 from modelyard.schema.completions import CompletionRequest
@@ -17,10 +16,12 @@ from modelyard.schema.decode import decode_request
 from modelyard.schema.embeddings import EmbeddingRequest
 from modelyard.v1 import openai_pb2, openai_pb2_grpc
 
+from . import sse
+
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 _ENCODER = msgspec.json.Encoder()
-HttpBody = httpbody_pb2.HttpBody
+HttpBody: TypeAlias = httpbody_pb2.HttpBody
 
 
 def json_body(payload: Any) -> HttpBody:
@@ -36,7 +37,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
-    async def ChatCompletions(  # noqa: N802 - gRPC method name
+    async def ChatCompletions(
         self, request: HttpBody, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[HttpBody]:
         chat = decode_request(request.data, ChatRequest)
@@ -46,7 +47,7 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         else:
             yield json_body(await self._gateway.chat(chat))
 
-    async def Completions(  # noqa: N802
+    async def Completions(
         self, request: HttpBody, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[HttpBody]:
         completion = decode_request(request.data, CompletionRequest)
@@ -56,18 +57,19 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
         else:
             yield json_body(await self._gateway.complete(completion))
 
-    async def Embeddings(  # noqa: N802
+    async def Embeddings(
         self, request: HttpBody, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[HttpBody]:
         embedding = decode_request(request.data, EmbeddingRequest)
         yield json_body(await self._gateway.embed(embedding))
 
-    async def ListModels(  # noqa: N802
+    async def ListModels(
         self, request: openai_pb2.ListModelsHttpRequest, context: grpc.aio.ServicerContext
     ) -> HttpBody:
         return json_body(self._gateway.list_models())
 
-    async def RetrieveModel(  # noqa: N802
+    async def RetrieveModel(
         self, request: openai_pb2.RetrieveModelHttpRequest, context: grpc.aio.ServicerContext
     ) -> HttpBody:
-        return json_body(self._gateway.model(request.model))
+        # Clients percent-encode the slash of aliases such as `demo/chat`; the transcoder does not decode it.
+        return json_body(self._gateway.model(unquote(request.model)))

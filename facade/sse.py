@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-
 from modelyard.errors import GatewayError, StreamError
 
 DONE = b"data: [DONE]\n\n"
@@ -35,6 +34,8 @@ async def render(chunks: AsyncIterator[Any]) -> AsyncIterator[bytes]:
         yield error_event(error)
         return
     except Exception:
-        yield error_event(StreamError("The stream failed inside the gateway.", status=500, code="stream_error"))
+        yield error_event(
+            StreamError("The stream failed inside the gateway.", status=500, code="stream_error")
+        )
         raise
     yield DONE

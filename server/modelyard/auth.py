@@ -69,9 +69,7 @@ class KeyRing:
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise unauthenticated(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
-            )
+            raise unauthenticated("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
         key = authorization[7:].strip()
         digest = hashlib.sha256(key.encode("utf-8")).digest()
         if hmac.compare_digest(digest, self._admin_hash):

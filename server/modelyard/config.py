@@ -123,11 +123,15 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
     env = os.environ if env is None else env
     providers = raw.get("providers")
     if isinstance(providers, list):
-        raw = {**raw, "providers": [
-            {**p, "data": _resolve_env(p.get("data", {}), f"providers[{i}].data", env)}
-            if isinstance(p, dict) else p
-            for i, p in enumerate(providers)
-        ]}
+        raw = {
+            **raw,
+            "providers": [
+                {**p, "data": _resolve_env(p.get("data", {}), f"providers[{i}].data", env)}
+                if isinstance(p, dict)
+                else p
+                for i, p in enumerate(providers)
+            ],
+        }
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:

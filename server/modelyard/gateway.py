@@ -78,8 +78,9 @@ class Gateway:
     def model(self, alias: str) -> ModelCard:
         deployments = self.router.models().get(alias)
         if deployments is None:
-            raise ClientError(f"The model '{alias}' does not exist.", status=404, param="model",
-                              code="model_not_found")
+            raise ClientError(
+                f"The model '{alias}' does not exist.", status=404, param="model", code="model_not_found"
+            )
         return self._card(alias, deployments)
 
     def _card(self, alias: str, deployments: list[Deployment]) -> ModelCard:
@@ -95,8 +96,9 @@ def build_gateway(config: GatewayConfig, transport: HttpTransport) -> Gateway:
     grouped: dict[str, list[Deployment]] = defaultdict(list)
     for model in config.models:
         grouped[model.name].append(
-            Deployment(alias=model.name, model_id=model.id, provider=providers[model.provider],
-                       weight=model.weight)
+            Deployment(
+                alias=model.name, model_id=model.id, provider=providers[model.provider], weight=model.weight
+            )
         )
     router = Router({alias: WeightedRoundRobin(group) for alias, group in grouped.items()})
     return Gateway(router, list(providers.values()), int(time.time()))

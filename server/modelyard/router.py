@@ -32,7 +32,7 @@ class WeightedRoundRobin:
     def __init__(self, deployments: Sequence[Deployment]) -> None:
         if not deployments:
             raise ValueError("a balancer needs at least one deployment")
-        self.deployments = tuple(deployments)
+        self.deployments: Sequence[Deployment] = tuple(deployments)
         self._current = [0] * len(deployments)
         self._total = sum(d.weight for d in deployments)
 

@@ -43,9 +43,12 @@ def rich_status(error: GatewayError) -> status_pb2.Status:
     info = error_details_pb2.ErrorInfo(
         reason=(error.code or error.type).upper(),
         domain=ERROR_DOMAIN,
-        metadata={"type": error.type, "http_status": str(error.status),
-                  **({"param": error.param} if error.param else {}),
-                  **({"code": error.code} if error.code else {})},
+        metadata={
+            "type": error.type,
+            "http_status": str(error.status),
+            **({"param": error.param} if error.param else {}),
+            **({"code": error.code} if error.code else {}),
+        },
     )
     details = [_pack(info)]
     if error.param and error.status < 500:
@@ -71,11 +74,12 @@ def error_metadata(error: GatewayError, facade: bool) -> tuple[tuple[str, str | 
 
 
 def internal_error() -> GatewayError:
-    return GatewayError("The gateway had an internal error while handling your request.", status=500,
-                        code="internal_error")
+    return GatewayError(
+        "The gateway had an internal error while handling your request.", status=500, code="internal_error"
+    )
 
 
-class GatewayInterceptor(grpc.aio.ServerInterceptor):
+class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no stubs
     def __init__(self, keys: KeyRing) -> None:
         self._keys = keys
 

@@ -42,7 +42,11 @@ def _die_with_parent() -> None:
 
 
 def find_envoy() -> str:
-    candidates = [os.environ.get("ENVOY_BIN"), str(Path(sys.executable).parent / "envoy"), shutil.which("envoy")]
+    candidates = [
+        os.environ.get("ENVOY_BIN"),
+        str(Path(sys.executable).parent / "envoy"),
+        shutil.which("envoy"),
+    ]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
@@ -64,11 +68,17 @@ class Worker:
     def start(self) -> None:
         read_fd, write_fd = os.pipe()
         command = [
-            sys.executable, "-m", "modelyard.worker",
-            "--config", str(self._options.config_path),
-            "--private", f"unix-abstract:{self.socket_name}",
-            "--grpc", self._options.config.listen.grpc,
-            "--ready-fd", str(write_fd),
+            sys.executable,
+            "-m",
+            "modelyard.worker",
+            "--config",
+            str(self._options.config_path),
+            "--private",
+            f"unix-abstract:{self.socket_name}",
+            "--grpc",
+            self._options.config.listen.grpc,
+            "--ready-fd",
+            str(write_fd),
         ]
         env = {**os.environ, "MODELYARD_ADMIN_KEY_SHA256": self._key_hash}
         env.pop("MODELYARD_ADMIN_KEY", None)
@@ -114,8 +124,16 @@ def start_envoy(options: ServeOptions, workers: list[Worker], run_dir: Path) -> 
     )
     config_file = run_dir / "envoy.json"
     config_file.write_text(json.dumps(render(settings), indent=1))
-    command = [find_envoy(), "-c", str(config_file), "--concurrency", "1", "--log-level", "warning",
-               "--disable-hot-restart"]
+    command = [
+        find_envoy(),
+        "-c",
+        str(config_file),
+        "--concurrency",
+        "1",
+        "--log-level",
+        "warning",
+        "--disable-hot-restart",
+    ]
     envoy = subprocess.Popen(command, preexec_fn=_die_with_parent)
     _wait_listening(host, port, envoy)
     return envoy
@@ -136,8 +154,11 @@ class Supervisor:
         data_dir = Path(config.data_dir)
         admin = bootstrap_admin_key(data_dir)
         if admin.new_key:
-            print(f"Generated the admin API key (shown once; also in {data_dir / 'admin.key'}, mode 0600):\n"
-                  f"  {admin.new_key}", flush=True)
+            print(
+                f"Generated the admin API key (shown once; also in {data_dir / 'admin.key'}, mode 0600):\n"
+                f"  {admin.new_key}",
+                flush=True,
+            )
         run_dir = data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -147,8 +168,11 @@ class Supervisor:
             for worker in self._workers:
                 worker.start()
             self._envoy = start_envoy(self._options, self._workers, run_dir)
-            print(f"Modelyard is serving: REST http://{config.listen.http}  gRPC {config.listen.grpc}  "
-                  f"({config.workers} worker{'s' if config.workers > 1 else ''})", flush=True)
+            print(
+                f"Modelyard is serving: REST http://{config.listen.http}  gRPC {config.listen.grpc}  "
+                f"({config.workers} worker{'s' if config.workers > 1 else ''})",
+                flush=True,
+            )
             return self._watch()
         except StartError as exc:
             print(f"modelyard: {exc}", file=sys.stderr, flush=True)
@@ -160,11 +184,17 @@ class Supervisor:
         while not self._stopping:
             time.sleep(0.2)
             if self._envoy is not None and self._envoy.poll() is not None:
-                print(f"modelyard: envoy exited with code {self._envoy.returncode}", file=sys.stderr, flush=True)
+                print(
+                    f"modelyard: envoy exited with code {self._envoy.returncode}", file=sys.stderr, flush=True
+                )
                 return 1
             for worker in self._workers:
                 if not worker.alive() and not self._stopping:
-                    print(f"modelyard: worker {worker.socket_name} died; restarting", file=sys.stderr, flush=True)
+                    print(
+                        f"modelyard: worker {worker.socket_name} died; restarting",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     worker.start()
         return 0
 

@@ -67,7 +67,7 @@ class HttpTransport:
         async with self._request(provider, url, headers, body) as response:
             try:
                 data = await response.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise _transport_error(provider, exc) from None
             return UpstreamResponse(response.status, response.headers, data)
 
@@ -90,23 +90,29 @@ class HttpTransport:
         try:
             async with self._client().post(url, data=body, headers=headers) as response:
                 yield response
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _transport_error(provider, exc) from None
 
 
 def _transport_error(provider: str, exc: BaseException) -> UpstreamError:
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamError(
-            f"Provider '{provider}' did not answer in time.", status=504, code="upstream_timeout",
+            f"Provider '{provider}' did not answer in time.",
+            status=504,
+            code="upstream_timeout",
             provider=provider,
         )
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return UpstreamError(
             f"Provider '{provider}' closed the connection before the response was complete.",
-            status=502, code="upstream_disconnected", provider=provider,
+            status=502,
+            code="upstream_disconnected",
+            provider=provider,
         )
     return UpstreamError(
-        f"Could not reach provider '{provider}'.", status=502, code="upstream_unreachable",
+        f"Could not reach provider '{provider}'.",
+        status=502,
+        code="upstream_unreachable",
         provider=provider,
     )
 
@@ -127,7 +133,7 @@ async def sse_events(response: aiohttp.ClientResponse, provider: str) -> AsyncIt
                 data += line[6:] if line[5:6] == b" " else line[5:]
             elif line.startswith(b"event:"):
                 event = line[6:].strip().decode("utf-8", "replace")
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise _transport_error(provider, exc) from None
     if data:
         yield event, bytes(data)

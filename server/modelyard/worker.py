@@ -52,7 +52,9 @@ def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
     ]
 
 
-def build_server(options: WorkerOptions, gateway: Gateway) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+def build_server(
+    options: WorkerOptions, gateway: Gateway
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     server = grpc.aio.server(
         interceptors=[GatewayInterceptor(KeyRing(options.admin_key_hash))],
         options=server_options(options.config),
@@ -61,7 +63,9 @@ def build_server(options: WorkerOptions, gateway: Gateway) -> tuple[grpc.aio.Ser
     openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(gateway), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     server.add_insecure_port(options.private_address)
     server.add_insecure_port(options.public_grpc)
     return server, health_servicer
@@ -94,8 +98,10 @@ def main() -> None:
     parser.add_argument("--grpc", required=True, help="public gRPC address (shared via SO_REUSEPORT)")
     parser.add_argument("--ready-fd", type=int)
     args = parser.parse_args()
-    logging.basicConfig(level=os.environ.get("MODELYARD_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("MODELYARD_LOG_LEVEL", "INFO"),
+        format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
     admin_hash = os.environ.pop("MODELYARD_ADMIN_KEY_SHA256")
     options = WorkerOptions(load_config(args.config), args.private, args.grpc, admin_hash)
     try:

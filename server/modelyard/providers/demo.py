@@ -14,6 +14,7 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import msgspec
 from pydantic import Field
@@ -116,8 +117,11 @@ class DemoProvider(Provider):
             message = ResponseMessage(content=None, tool_calls=[call])
             choice = Choice(index=0, message=message, finish_reason="tool_calls")
             return ChatCompletion(
-                id=_new_id("chatcmpl"), created=int(time.time()), model=model_id,
-                choices=[choice], usage=_usage(prompt, 1),
+                id=_new_id("chatcmpl"),
+                created=int(time.time()),
+                model=model_id,
+                choices=[choice],
+                usage=_usage(prompt, 1),
             )
         words, finish = reply_words(request)
         n = request.n if isinstance(request.n, int) else 1
@@ -126,8 +130,11 @@ class DemoProvider(Provider):
             for i in range(n)
         ]
         return ChatCompletion(
-            id=_new_id("chatcmpl"), created=int(time.time()), model=model_id,
-            choices=choices, usage=_usage(prompt, len(words) * n),
+            id=_new_id("chatcmpl"),
+            created=int(time.time()),
+            model=model_id,
+            choices=choices,
+            usage=_usage(prompt, len(words) * n),
         )
 
     async def stream_chat(self, request: ChatRequest, model_id: str) -> AsyncIterator[ChatChunk]:
@@ -137,15 +144,23 @@ class DemoProvider(Provider):
 
         def chunk(delta: Delta, finish: str | None = None) -> ChatChunk:
             choice = ChunkChoice(index=0, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
-            return ChatChunk(id=chunk_id, created=created, model=model_id, choices=[choice], usage=usage_field)
+            return ChatChunk(
+                id=chunk_id, created=created, model=model_id, choices=[choice], usage=usage_field
+            )
 
         yield chunk(Delta(role="assistant", content=""))
         tool = _forced_tool(request)
         if tool is not None:
-            call = ToolCallDelta(index=0, id=_new_id("call"), type="function",
-                                 function=FunctionCallDelta(name=tool, arguments=""))
+            call = ToolCallDelta(
+                index=0,
+                id=_new_id("call"),
+                type="function",
+                function=FunctionCallDelta(name=tool, arguments=""),
+            )
             yield chunk(Delta(tool_calls=[call]))
-            yield chunk(Delta(tool_calls=[ToolCallDelta(index=0, function=FunctionCallDelta(arguments="{}"))]))
+            yield chunk(
+                Delta(tool_calls=[ToolCallDelta(index=0, function=FunctionCallDelta(arguments="{}"))])
+            )
             words, finish = ["{}"], "tool_calls"
         else:
             words, finish = reply_words(request)
@@ -155,15 +170,19 @@ class DemoProvider(Provider):
                 yield chunk(Delta(content=word if index == 0 else " " + word))
         yield chunk(Delta(), finish)
         if request.include_usage:
-            yield ChatChunk(id=chunk_id, created=created, model=model_id, choices=[],
-                            usage=_usage(prompt, len(words)))
+            yield ChatChunk(
+                id=chunk_id, created=created, model=model_id, choices=[], usage=_usage(prompt, len(words))
+            )
 
     async def complete(self, request: CompletionRequest, model_id: str) -> Completion:
         prompt = request.prompt if isinstance(request.prompt, str) else " ".join(map(str, request.prompt))
         words, finish = _truncate(["You", "wrote:", *prompt.split()], request)
         choice = CompletionChoice(index=0, text=" ".join(words), finish_reason=finish)  # type: ignore[arg-type]
         return Completion(
-            id=_new_id("cmpl"), created=int(time.time()), model=model_id, choices=[choice],
+            id=_new_id("cmpl"),
+            created=int(time.time()),
+            model=model_id,
+            choices=[choice],
             usage=_usage(len(prompt.split()), len(words)),
         )
 
@@ -172,11 +191,15 @@ class DemoProvider(Provider):
         words = whole.choices[0].text.split()
         for index, word in enumerate(words):
             text = word if index == 0 else " " + word
-            yield msgspec.structs.replace(whole, choices=[CompletionChoice(index=0, text=text)],
-                                          usage=None if request.include_usage else msgspec.UNSET)
+            yield msgspec.structs.replace(
+                whole,
+                choices=[CompletionChoice(index=0, text=text)],
+                usage=None if request.include_usage else msgspec.UNSET,
+            )
         last = CompletionChoice(index=0, text="", finish_reason=whole.choices[0].finish_reason)
-        yield msgspec.structs.replace(whole, choices=[last],
-                                      usage=None if request.include_usage else msgspec.UNSET)
+        yield msgspec.structs.replace(
+            whole, choices=[last], usage=None if request.include_usage else msgspec.UNSET
+        )
         if request.include_usage:
             yield msgspec.structs.replace(whole, choices=[], usage=whole.usage)
 
@@ -189,11 +212,13 @@ class DemoProvider(Provider):
             for i, text in enumerate(inputs)
         ]
         tokens = _words(inputs)
-        return EmbeddingResponse(model=model_id, data=data,
-                                 usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+        return EmbeddingResponse(
+            model=model_id, data=data, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+        )
 
 
-def _embedding_inputs(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+def _embedding_inputs(value: str | list[Any]) -> list[str]:
+    """Texts to embed; token ids are embedded by their decimal spelling (the demo has no vocabulary)."""
     if isinstance(value, str):
         return [value]
     if value and isinstance(value[0], int):

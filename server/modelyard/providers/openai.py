@@ -47,7 +47,7 @@ class OpenAIErrorBody(msgspec.Struct):
 
 def build_payload(request: Request, model_id: str, *, stream: bool | None) -> bytes:
     """The upstream body: the client's request with the deployment's model id and its extras."""
-    fields: dict[str, Any] = msgspec.to_builtins(request)
+    fields: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(request, extras={}))
     fields.pop("$extras", None)
     fields["model"] = model_id
     if stream:
@@ -102,7 +102,9 @@ def decode_body(provider: str, body: bytes, kind: type[R]) -> R:
     except msgspec.MsgspecError:
         raise UpstreamError(
             f"Provider '{provider}' sent a response that is not valid {kind.__name__} JSON.",
-            status=502, code="bad_upstream_response", provider=provider,
+            status=502,
+            code="bad_upstream_response",
+            provider=provider,
         ) from None
 
 
@@ -142,7 +144,9 @@ class OpenAIProvider(Provider):
                 yield decode_body(self.name, data, kind)
         raise UpstreamError(
             f"Provider '{self.name}' ended the stream without [DONE].",
-            status=502, code="upstream_disconnected", provider=self.name,
+            status=502,
+            code="upstream_disconnected",
+            provider=self.name,
         )
 
     async def chat(self, request: ChatRequest, model_id: str) -> ChatCompletion:

@@ -63,18 +63,18 @@ class ToolCall(Base):
 
 class Message(Base):
     role: Role
-    content: str | list[ContentPart] | None | UnsetType = UNSET
+    content: str | list[ContentPart] | UnsetType | None = UNSET
     name: str | UnsetType = UNSET
     tool_calls: list[ToolCall] | UnsetType = UNSET
     tool_call_id: str | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
 
 
 class FunctionDefinition(Base):
     name: str
     description: str | UnsetType = UNSET
     parameters: dict[str, Any] | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class Tool(Base):
@@ -98,7 +98,7 @@ class JsonSchema(Base):
     name: str
     description: str | UnsetType = UNSET
     schema: dict[str, Any] | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class TextFormat(Base, tag="text", tag_field="type"):
@@ -120,25 +120,25 @@ class ChatRequest(Base):
     model: str
     messages: list[Message]
     stream: bool | None = None
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    temperature: float | None | UnsetType = UNSET
-    top_p: float | None | UnsetType = UNSET
-    top_k: int | None | UnsetType = UNSET
-    n: int | None | UnsetType = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
+    temperature: float | UnsetType | None = UNSET
+    top_p: float | UnsetType | None = UNSET
+    top_k: int | UnsetType | None = UNSET
+    n: int | UnsetType | None = UNSET
     stop: Stop | UnsetType = UNSET
-    max_tokens: int | None | UnsetType = UNSET
-    max_completion_tokens: int | None | UnsetType = UNSET
-    presence_penalty: float | None | UnsetType = UNSET
-    frequency_penalty: float | None | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
-    logprobs: bool | None | UnsetType = UNSET
-    top_logprobs: int | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
+    max_tokens: int | UnsetType | None = UNSET
+    max_completion_tokens: int | UnsetType | None = UNSET
+    presence_penalty: float | UnsetType | None = UNSET
+    frequency_penalty: float | UnsetType | None = UNSET
+    logit_bias: dict[str, float] | UnsetType | None = UNSET
+    logprobs: bool | UnsetType | None = UNSET
+    top_logprobs: int | UnsetType | None = UNSET
+    seed: int | UnsetType | None = UNSET
     user: str | UnsetType = UNSET
-    metadata: dict[str, str] | None | UnsetType = UNSET
+    metadata: dict[str, str] | UnsetType | None = UNSET
     tools: list[Tool] | UnsetType = UNSET
     tool_choice: ToolChoice | UnsetType = UNSET
-    parallel_tool_calls: bool | None | UnsetType = UNSET
+    parallel_tool_calls: bool | UnsetType | None = UNSET
     response_format: ResponseFormat | UnsetType = UNSET
     extras: Extras = field(default_factory=dict, name="$extras")
 
@@ -191,8 +191,8 @@ class ChatCompletion(Base):
     choices: list[Choice]
     object: Literal["chat.completion"] = "chat.completion"
     usage: Usage | UnsetType = UNSET
-    system_fingerprint: str | None | UnsetType = UNSET
-    service_tier: str | None | UnsetType = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
 
 
 class FunctionCallDelta(Base):
@@ -209,8 +209,8 @@ class ToolCallDelta(Base):
 
 class Delta(Base):
     role: Literal["assistant"] | UnsetType = UNSET
-    content: str | None | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    content: str | UnsetType | None = UNSET
+    refusal: str | UnsetType | None = UNSET
     tool_calls: list[ToolCallDelta] | UnsetType = UNSET
 
 
@@ -218,7 +218,7 @@ class ChunkChoice(Base):
     index: int
     delta: Delta
     finish_reason: FinishReason | None = None
-    logprobs: ChoiceLogprobs | None | UnsetType = UNSET
+    logprobs: ChoiceLogprobs | UnsetType | None = UNSET
 
 
 class ChatChunk(Base):
@@ -227,6 +227,6 @@ class ChatChunk(Base):
     model: str
     choices: list[ChunkChoice]
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    usage: Usage | None | UnsetType = UNSET
-    system_fingerprint: str | None | UnsetType = UNSET
-    service_tier: str | None | UnsetType = UNSET
+    usage: Usage | UnsetType | None = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET

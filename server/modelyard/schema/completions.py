@@ -17,21 +17,21 @@ class CompletionRequest(Base):
     model: str
     prompt: Prompt
     stream: bool | None = None
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    max_tokens: int | None | UnsetType = UNSET
-    temperature: float | None | UnsetType = UNSET
-    top_p: float | None | UnsetType = UNSET
-    top_k: int | None | UnsetType = UNSET
-    n: int | None | UnsetType = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
+    max_tokens: int | UnsetType | None = UNSET
+    temperature: float | UnsetType | None = UNSET
+    top_p: float | UnsetType | None = UNSET
+    top_k: int | UnsetType | None = UNSET
+    n: int | UnsetType | None = UNSET
     stop: Stop | UnsetType = UNSET
-    presence_penalty: float | None | UnsetType = UNSET
-    frequency_penalty: float | None | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
-    logprobs: int | None | UnsetType = UNSET
-    echo: bool | None | UnsetType = UNSET
-    best_of: int | None | UnsetType = UNSET
-    suffix: str | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
+    presence_penalty: float | UnsetType | None = UNSET
+    frequency_penalty: float | UnsetType | None = UNSET
+    logit_bias: dict[str, float] | UnsetType | None = UNSET
+    logprobs: int | UnsetType | None = UNSET
+    echo: bool | UnsetType | None = UNSET
+    best_of: int | UnsetType | None = UNSET
+    suffix: str | UnsetType | None = UNSET
+    seed: int | UnsetType | None = UNSET
     user: str | UnsetType = UNSET
     extras: Extras = field(default_factory=dict, name="$extras")
 
@@ -63,5 +63,5 @@ class Completion(Base):
     model: str
     choices: list[CompletionChoice]
     object: Literal["text_completion"] = "text_completion"
-    usage: Usage | None | UnsetType = UNSET
-    system_fingerprint: str | None | UnsetType = UNSET
+    usage: Usage | UnsetType | None = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET

@@ -41,9 +41,7 @@ def _to_client_error(exc: msgspec.MsgspecError) -> ClientError:
         message = _PATH.sub("", text)
         where = f" at '{param}'" if param else ""
         return invalid_request(f"Invalid request body{where}: {message}.", param=param)
-    return invalid_request(
-        f"We could not parse the JSON body of your request. ({text})", code="invalid_json"
-    )
+    return invalid_request(f"We could not parse the JSON body of your request. ({text})", code="invalid_json")
 
 
 def decode_request(body: bytes, kind: type[T]) -> T:
@@ -77,8 +75,10 @@ def validate(request: ChatRequest | CompletionRequest | EmbeddingRequest) -> Non
 
 
 def _is_token_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(t, int) and not isinstance(t, bool) for t in value
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
     )
 
 

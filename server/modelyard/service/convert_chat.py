@@ -20,8 +20,11 @@ ROLE_NAMES: dict[int, s.Role] = {
     pb.ROLE_ASSISTANT: "assistant",
     pb.ROLE_TOOL: "tool",
 }
-_TOOL_MODES = {pb.TOOL_CHOICE_MODE_NONE: "none", pb.TOOL_CHOICE_MODE_AUTO: "auto",
-               pb.TOOL_CHOICE_MODE_REQUIRED: "required"}
+_TOOL_MODES = {
+    pb.TOOL_CHOICE_MODE_NONE: "none",
+    pb.TOOL_CHOICE_MODE_AUTO: "auto",
+    pb.TOOL_CHOICE_MODE_REQUIRED: "required",
+}
 
 
 def _part(part: pb.ContentPart, where: str) -> s.ContentPart:
@@ -32,20 +35,25 @@ def _part(part: pb.ContentPart, where: str) -> s.ContentPart:
         image = part.image_url
         return s.ImageUrlPart(image_url=s.ImageUrl(url=image.url, detail=image.detail or UNSET))
     if kind == "input_audio":
-        return s.InputAudioPart(input_audio=s.InputAudio(data=part.input_audio.data,
-                                                         format=part.input_audio.format))
+        return s.InputAudioPart(
+            input_audio=s.InputAudio(data=part.input_audio.data, format=part.input_audio.format)
+        )
     if kind == "file":
         f = part.file
-        return s.FilePart(file=s.FileRef(file_data=f.file_data or UNSET, file_id=f.file_id or UNSET,
-                                         filename=f.filename or UNSET))
+        return s.FilePart(
+            file=s.FileRef(
+                file_data=f.file_data or UNSET, file_id=f.file_id or UNSET, filename=f.filename or UNSET
+            )
+        )
     if kind == "refusal":
         return s.RefusalPart(refusal=part.refusal)
     raise invalid_request(f"{where} has no part set.", param=where)
 
 
 def _tool_call(call: pb.ToolCall) -> s.ToolCall:
-    return s.ToolCall(id=call.id, function=s.FunctionCall(name=call.function.name,
-                                                          arguments=call.function.arguments))
+    return s.ToolCall(
+        id=call.id, function=s.FunctionCall(name=call.function.name, arguments=call.function.arguments)
+    )
 
 
 def message_from_proto(message: pb.ChatMessage, index: int) -> s.Message:
@@ -70,12 +78,14 @@ def message_from_proto(message: pb.ChatMessage, index: int) -> s.Message:
 
 def _tool(tool: pb.Tool) -> s.Tool:
     fn = tool.function
-    return s.Tool(function=s.FunctionDefinition(
-        name=fn.name,
-        description=fn.description or UNSET,
-        parameters=struct_to_dict(fn.parameters) if fn.HasField("parameters") else UNSET,
-        strict=fn.strict if fn.HasField("strict") else UNSET,
-    ))
+    return s.Tool(
+        function=s.FunctionDefinition(
+            name=fn.name,
+            description=fn.description or UNSET,
+            parameters=struct_to_dict(fn.parameters) if fn.HasField("parameters") else UNSET,
+            strict=fn.strict if fn.HasField("strict") else UNSET,
+        )
+    )
 
 
 def _tool_choice(choice: pb.ToolChoice) -> s.ToolChoice | Any:
@@ -94,11 +104,14 @@ def _response_format(fmt: pb.ResponseFormat) -> s.ResponseFormat | Any:
         return s.JsonObjectFormat()
     if fmt.type == pb.ResponseFormat.TYPE_JSON_SCHEMA:
         js = fmt.json_schema
-        return s.JsonSchemaFormat(json_schema=s.JsonSchema(
-            name=js.name, description=js.description or UNSET,
-            schema=struct_to_dict(js.schema) if js.HasField("schema") else UNSET,
-            strict=js.strict if js.HasField("strict") else UNSET,
-        ))
+        return s.JsonSchemaFormat(
+            json_schema=s.JsonSchema(
+                name=js.name,
+                description=js.description or UNSET,
+                schema=struct_to_dict(js.schema) if js.HasField("schema") else UNSET,
+                strict=js.strict if js.HasField("strict") else UNSET,
+            )
+        )
     return UNSET
 
 
@@ -108,7 +121,8 @@ def chat_request_from_proto(request: pb.ChatCompletionRequest, stream: bool) -> 
         messages=[message_from_proto(m, i) for i, m in enumerate(request.messages)],
         stream=stream,
         stream_options=StreamOptions(include_usage=request.stream_options.include_usage)
-        if request.HasField("stream_options") else UNSET,
+        if request.HasField("stream_options")
+        else UNSET,
         temperature=optional(request, "temperature"),
         top_p=optional(request, "top_p"),
         top_k=optional(request, "top_k"),
@@ -128,7 +142,8 @@ def chat_request_from_proto(request: pb.ChatCompletionRequest, stream: bool) -> 
         tool_choice=_tool_choice(request.tool_choice) if request.HasField("tool_choice") else UNSET,
         parallel_tool_calls=optional(request, "parallel_tool_calls"),
         response_format=_response_format(request.response_format)
-        if request.HasField("response_format") else UNSET,
+        if request.HasField("response_format")
+        else UNSET,
         extras=struct_to_dict(request.extra_body) if request.HasField("extra_body") else {},
     )
 
@@ -136,27 +151,36 @@ def chat_request_from_proto(request: pb.ChatCompletionRequest, stream: bool) -> 
 def _token_logprobs(items: list[s.TokenLogprob] | None) -> list[pb.TokenLogprob]:
     return [
         pb.TokenLogprob(
-            token=item.token, logprob=item.logprob, bytes=bytes(item.bytes or ()),
-            top_logprobs=[pb.TopLogprob(token=t.token, logprob=t.logprob, bytes=bytes(t.bytes or ()))
-                          for t in item.top_logprobs],
+            token=item.token,
+            logprob=item.logprob,
+            bytes=bytes(item.bytes or ()),
+            top_logprobs=[
+                pb.TopLogprob(token=t.token, logprob=t.logprob, bytes=bytes(t.bytes or ()))
+                for t in item.top_logprobs
+            ],
         )
         for item in items or ()
     ]
 
 
-def logprobs_to_proto(logprobs: s.ChoiceLogprobs | None | Any) -> pb.ChoiceLogprobs | None:
+def logprobs_to_proto(logprobs: s.ChoiceLogprobs | Any | None) -> pb.ChoiceLogprobs | None:
     if not isinstance(logprobs, s.ChoiceLogprobs):
         return None
-    return pb.ChoiceLogprobs(content=_token_logprobs(logprobs.content),
-                             refusal=_token_logprobs(logprobs.refusal))
+    return pb.ChoiceLogprobs(
+        content=_token_logprobs(logprobs.content), refusal=_token_logprobs(logprobs.refusal)
+    )
 
 
 def _tool_calls_to_proto(calls: list[s.ToolCall] | Any) -> list[pb.ToolCall]:
     if not isinstance(calls, list):
         return []
     return [
-        pb.ToolCall(index=i, id=c.id, type=c.type,
-                    function=pb.FunctionCall(name=c.function.name, arguments=c.function.arguments))
+        pb.ToolCall(
+            index=i,
+            id=c.id,
+            type=c.type,
+            function=pb.FunctionCall(name=c.function.name, arguments=c.function.arguments),
+        )
         for i, c in enumerate(calls)
     ]
 
@@ -170,12 +194,19 @@ def completion_to_proto(result: s.ChatCompletion) -> pb.ChatCompletion:
             out.content = message.content
         if message.refusal is not None:
             out.refusal = message.refusal
-        choices.append(pb.ChatChoice(
-            index=choice.index, message=out, finish_reason=finish_reason_to_proto(choice.finish_reason),
-            logprobs=logprobs_to_proto(choice.logprobs),
-        ))
+        choices.append(
+            pb.ChatChoice(
+                index=choice.index,
+                message=out,
+                finish_reason=finish_reason_to_proto(choice.finish_reason),
+                logprobs=logprobs_to_proto(choice.logprobs),
+            )
+        )
     return pb.ChatCompletion(
-        id=result.id, created=result.created, model=result.model, choices=choices,
+        id=result.id,
+        created=result.created,
+        model=result.model,
+        choices=choices,
         usage=usage_to_proto(result.usage),
         system_fingerprint=result.system_fingerprint if isinstance(result.system_fingerprint, str) else "",
     )
@@ -189,25 +220,32 @@ def _delta_to_proto(delta: s.Delta) -> pb.ChatDelta:
         out.refusal = delta.refusal
     for call in delta.tool_calls if isinstance(delta.tool_calls, list) else ():
         function = call.function if isinstance(call.function, s.FunctionCallDelta) else s.FunctionCallDelta()
-        out.tool_calls.append(pb.ToolCall(
-            index=call.index,
-            id=call.id if isinstance(call.id, str) else "",
-            type=call.type if isinstance(call.type, str) else "",
-            function=pb.FunctionCall(
-                name=function.name if isinstance(function.name, str) else "",
-                arguments=function.arguments if isinstance(function.arguments, str) else "",
-            ),
-        ))
+        out.tool_calls.append(
+            pb.ToolCall(
+                index=call.index,
+                id=call.id if isinstance(call.id, str) else "",
+                type=call.type if isinstance(call.type, str) else "",
+                function=pb.FunctionCall(
+                    name=function.name if isinstance(function.name, str) else "",
+                    arguments=function.arguments if isinstance(function.arguments, str) else "",
+                ),
+            )
+        )
     return out
 
 
 def chunk_to_proto(chunk: s.ChatChunk) -> pb.ChatCompletionChunk:
     return pb.ChatCompletionChunk(
-        id=chunk.id, created=chunk.created, model=chunk.model,
+        id=chunk.id,
+        created=chunk.created,
+        model=chunk.model,
         choices=[
-            pb.ChatChunkChoice(index=c.index, delta=_delta_to_proto(c.delta),
-                               finish_reason=finish_reason_to_proto(c.finish_reason),
-                               logprobs=logprobs_to_proto(c.logprobs))
+            pb.ChatChunkChoice(
+                index=c.index,
+                delta=_delta_to_proto(c.delta),
+                finish_reason=finish_reason_to_proto(c.finish_reason),
+                logprobs=logprobs_to_proto(c.logprobs),
+            )
             for c in chunk.choices
         ],
         usage=usage_to_proto(chunk.usage),

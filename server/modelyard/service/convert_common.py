@@ -24,7 +24,7 @@ def optional(message: Message, name: str) -> Any:
     return getattr(message, name) if message.HasField(name) else UNSET
 
 
-def finish_reason_to_proto(reason: str | None) -> int:
+def finish_reason_to_proto(reason: str | None) -> pb.FinishReason.ValueType:
     return _FINISH.get(reason or "", pb.FINISH_REASON_UNSPECIFIED)
 
 
@@ -32,11 +32,14 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
 
 
-def usage_to_proto(usage: Usage | None | Any) -> pb.Usage | None:
+def usage_to_proto(usage: Usage | Any | None) -> pb.Usage | None:
     if not isinstance(usage, Usage):
         return None
-    out = pb.Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                   total_tokens=usage.total_tokens)
+    out = pb.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
     prompt = usage.prompt_tokens_details
     if isinstance(prompt, PromptTokensDetails):
         out.prompt_tokens_details.cached_tokens = _int(prompt.cached_tokens)

@@ -28,13 +28,16 @@ def _prompt(request: completions_pb2.CompletionRequest) -> c.Prompt:
     return request.prompt[0] if len(request.prompt) == 1 else list(request.prompt)
 
 
-def completion_request_from_proto(request: completions_pb2.CompletionRequest, stream: bool) -> c.CompletionRequest:
+def completion_request_from_proto(
+    request: completions_pb2.CompletionRequest, stream: bool
+) -> c.CompletionRequest:
     return c.CompletionRequest(
         model=request.model,
         prompt=_prompt(request),
         stream=stream,
         stream_options=StreamOptions(include_usage=request.stream_options.include_usage)
-        if request.HasField("stream_options") else UNSET,
+        if request.HasField("stream_options")
+        else UNSET,
         max_tokens=optional(request, "max_tokens"),
         temperature=optional(request, "temperature"),
         top_p=optional(request, "top_p"),
@@ -57,8 +60,10 @@ def completion_request_from_proto(request: completions_pb2.CompletionRequest, st
 def _completion_logprobs(logprobs: Any) -> completions_pb2.CompletionLogprobs | None:
     if not isinstance(logprobs, c.CompletionLogprobs):
         return None
+
     def listed(value: Any) -> list[Any]:
         return value if isinstance(value, list) else []
+
     return completions_pb2.CompletionLogprobs(
         tokens=listed(logprobs.tokens),
         token_logprobs=listed(logprobs.token_logprobs),
@@ -69,10 +74,13 @@ def _completion_logprobs(logprobs: Any) -> completions_pb2.CompletionLogprobs | 
 
 def completion_to_proto(result: c.Completion) -> completions_pb2.Completion:
     return completions_pb2.Completion(
-        id=result.id, created=result.created, model=result.model,
+        id=result.id,
+        created=result.created,
+        model=result.model,
         choices=[
             completions_pb2.CompletionChoice(
-                index=choice.index, text=choice.text,
+                index=choice.index,
+                text=choice.text,
                 finish_reason=finish_reason_to_proto(choice.finish_reason),
                 logprobs=_completion_logprobs(choice.logprobs),
             )
@@ -96,7 +104,8 @@ def embedding_request_from_proto(request: embeddings_pb2.EmbeddingRequest) -> e.
         raise invalid_request("You must provide an input.", param="input")
     # The typed API always receives floats; base64 is packed into bytes on the way out.
     return e.EmbeddingRequest(
-        model=request.model, input=value,
+        model=request.model,
+        input=value,
         dimensions=request.dimensions if request.HasField("dimensions") else UNSET,
         user=request.user or UNSET,
     )
@@ -110,12 +119,16 @@ def embedding_response_to_proto(
     for item in result.data:
         vector = item.embedding if isinstance(item.embedding, list) else _unpack(item.embedding)
         if packed:
-            data.append(embeddings_pb2.Embedding(index=item.index,
-                                                 embedding_bytes=struct.pack(f"<{len(vector)}f", *vector)))
+            data.append(
+                embeddings_pb2.Embedding(
+                    index=item.index, embedding_bytes=struct.pack(f"<{len(vector)}f", *vector)
+                )
+            )
         else:
             data.append(embeddings_pb2.Embedding(index=item.index, embedding=vector))
-    usage = embeddings_pb2.EmbeddingUsage(prompt_tokens=result.usage.prompt_tokens,
-                                          total_tokens=result.usage.total_tokens)
+    usage = embeddings_pb2.EmbeddingUsage(
+        prompt_tokens=result.usage.prompt_tokens, total_tokens=result.usage.total_tokens
+    )
     return embeddings_pb2.EmbeddingResponse(model=result.model, data=data, usage=usage)
 
 

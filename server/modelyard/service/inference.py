@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import grpc
 
@@ -17,21 +18,21 @@ from modelyard.v1 import (
     inference_pb2_grpc,
 )
 
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class InferenceService(inference_pb2_grpc.InferenceServicer):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
-    async def CreateChatCompletion(  # noqa: N802 - gRPC method name
+    async def CreateChatCompletion(
         self, request: chat_pb2.ChatCompletionRequest, context: Context
     ) -> chat_pb2.ChatCompletion:
         chat = convert_chat.chat_request_from_proto(request, stream=False)
         validate(chat)
         return convert_chat.completion_to_proto(await self._gateway.chat(chat))
 
-    async def StreamChatCompletion(  # noqa: N802
+    async def StreamChatCompletion(
         self, request: chat_pb2.ChatCompletionRequest, context: Context
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         chat = convert_chat.chat_request_from_proto(request, stream=True)
@@ -39,14 +40,14 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         async for chunk in await self._gateway.open_chat_stream(chat):
             yield convert_chat.chunk_to_proto(chunk)
 
-    async def CreateCompletion(  # noqa: N802
+    async def CreateCompletion(
         self, request: completions_pb2.CompletionRequest, context: Context
     ) -> completions_pb2.Completion:
         completion = convert_other.completion_request_from_proto(request, stream=False)
         validate(completion)
         return convert_other.completion_to_proto(await self._gateway.complete(completion))
 
-    async def StreamCompletion(  # noqa: N802
+    async def StreamCompletion(
         self, request: completions_pb2.CompletionRequest, context: Context
     ) -> AsyncIterator[completions_pb2.Completion]:
         completion = convert_other.completion_request_from_proto(request, stream=True)
@@ -54,7 +55,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         async for chunk in await self._gateway.open_completion_stream(completion):
             yield convert_other.completion_to_proto(chunk)
 
-    async def CreateEmbedding(  # noqa: N802
+    async def CreateEmbedding(
         self, request: embeddings_pb2.EmbeddingRequest, context: Context
     ) -> embeddings_pb2.EmbeddingResponse:
         embedding = convert_other.embedding_request_from_proto(request)
@@ -62,11 +63,13 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         result = await self._gateway.embed(embedding)
         return convert_other.embedding_response_to_proto(result, request.encoding_format)
 
-    async def ListModels(  # noqa: N802
+    async def ListModels(
         self, request: inference_pb2.ListModelsRequest, context: Context
     ) -> inference_pb2.ListModelsResponse:
         models = self._gateway.list_models()
-        return inference_pb2.ListModelsResponse(data=[
-            inference_pb2.Model(id=m.id, created=m.created, owned_by=m.owned_by, providers=m.providers)
-            for m in models.data
-        ])
+        return inference_pb2.ListModelsResponse(
+            data=[
+                inference_pb2.Model(id=m.id, created=m.created, owned_by=m.owned_by, providers=m.providers)
+                for m in models.data
+            ]
+        )
