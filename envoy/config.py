@@ -55,8 +55,14 @@ def _openai_error(message: str, error_type: str, code: str | None) -> dict[str, 
 
 def _reply_mapper(status: int, message: str, error_type: str, code: str | None) -> dict[str, Any]:
     return {
-        "filter": {"status_code_filter": {"comparison": {
-            "op": "EQ", "value": {"default_value": status, "runtime_key": f"modelyard.reply_{status}"}}}},
+        "filter": {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": status, "runtime_key": f"modelyard.reply_{status}"},
+                }
+            }
+        },
         "body_format_override": _openai_error(message, error_type, code),
     }
 
@@ -65,12 +71,24 @@ def local_reply_config() -> dict[str, Any]:
     """Envoy's own rejections in OpenAI's envelope."""
     return {
         "mappers": [
-            _reply_mapper(404, "Invalid URL (%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%)",
-                          "invalid_request_error", "unknown_url"),
-            _reply_mapper(413, "The request body is larger than this gateway accepts.",
-                          "invalid_request_error", "request_too_large"),
-            _reply_mapper(503, "The gateway has no worker available to serve this request right now.",
-                          "server_error", "service_unavailable"),
+            _reply_mapper(
+                404,
+                "Invalid URL (%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%)",
+                "invalid_request_error",
+                "unknown_url",
+            ),
+            _reply_mapper(
+                413,
+                "The request body is larger than this gateway accepts.",
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            _reply_mapper(
+                503,
+                "The gateway has no worker available to serve this request right now.",
+                "server_error",
+                "service_unavailable",
+            ),
             _reply_mapper(400, "%LOCAL_REPLY_BODY%", "invalid_request_error", "invalid_request"),
         ],
         "body_format": _openai_error("%LOCAL_REPLY_BODY%", "server_error", None),
@@ -107,21 +125,23 @@ def _filters(settings: EdgeSettings) -> list[dict[str, Any]]:
 
 def _routes() -> dict[str, Any]:
     return {
-        "virtual_hosts": [{
-            "name": "modelyard",
-            "domains": ["*"],
-            "routes": [
-                {
-                    "match": {"prefix": "/modelyard.v1."},
-                    "route": {
-                        "cluster": "workers",
-                        "timeout": "0s",
-                        "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
+        "virtual_hosts": [
+            {
+                "name": "modelyard",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {"prefix": "/modelyard.v1."},
+                        "route": {
+                            "cluster": "workers",
+                            "timeout": "0s",
+                            "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
+                        },
                     },
-                },
-                {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
-            ],
-        }],
+                    {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+                ],
+            }
+        ],
     }
 
 
@@ -137,29 +157,35 @@ def _listener(settings: EdgeSettings) -> dict[str, Any]:
         "route_config": _routes(),
         "local_reply_config": local_reply_config(),
         "http_filters": _filters(settings),
-        "access_log": [{
-            "name": "envoy.access_loggers.file",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                "path": settings.access_log,
-                "log_format": {"json_format": ACCESS_LOG_FORMAT},
-            },
-        }],
+        "access_log": [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": settings.access_log,
+                    "log_format": {"json_format": ACCESS_LOG_FORMAT},
+                },
+            }
+        ],
     }
     return {
         "name": "http",
         "address": {"socket_address": {"address": settings.http_host, "port_value": settings.http_port}},
         "per_connection_buffer_limit_bytes": buffer_limit,
-        "filter_chains": [{"filters": [
-            {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
-        ]}],
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+        ],
     }
 
 
 def _cluster(settings: EdgeSettings) -> dict[str, Any]:
     endpoints = [{"endpoint": {"address": {"pipe": {"path": path}}}} for path in settings.worker_sockets]
-    thresholds = {"max_connections": _HUGE, "max_pending_requests": _HUGE, "max_requests": _HUGE,
-                  "max_retries": 64}
+    thresholds = {
+        "max_connections": _HUGE,
+        "max_pending_requests": _HUGE,
+        "max_requests": _HUGE,
+        "max_retries": 64,
+    }
     return {
         "name": "workers",
         "type": "STATIC",
@@ -181,13 +207,15 @@ def render(settings: EdgeSettings) -> dict[str, Any]:
     return {
         "static_resources": {"listeners": [_listener(settings)], "clusters": [_cluster(settings)]},
         "overload_manager": {
-            "resource_monitors": [{
-                "name": "envoy.resource_monitors.global_downstream_max_connections",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
-                             "downstream_connections.v3.DownstreamConnectionsConfig",
-                    "max_active_downstream_connections": 50_000,
-                },
-            }],
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 50_000,
+                    },
+                }
+            ],
         },
     }

@@ -20,8 +20,8 @@ ERROR_SCENARIOS = ("400", "401", "403", "404", "409", "422", "429", "500", "503"
 
 def gateway_config(upstream_base_url: str) -> dict[str, object]:
     models: list[dict[str, object]] = [
-        {"provider": "demo", "id": "demo-chat", "alias": "demo/chat"},
-        {"provider": "demo", "id": "demo-embed", "alias": "demo/embed"},
+        {"provider": "demo", "id": "demo-chat", "alias": "demo/chat", "tasks": ["chat", "completions"]},
+        {"provider": "demo", "id": "demo-embed", "alias": "demo/embed", "tasks": ["embeddings"]},
         {"provider": "fake-openai", "id": "gpt-4o-mini", "alias": "gpt-4o-mini"},
         {"provider": "fake-openai", "id": "text-embedding-3-small", "alias": "text-embedding-3-small"},
         {"provider": "fake-openai", "id": "gpt-3.5-turbo-instruct", "alias": "gpt-3.5-turbo-instruct"},

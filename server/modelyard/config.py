@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -55,11 +55,16 @@ class ProviderEntry(Strict):
         return self
 
 
+Task = Literal["chat", "completions", "embeddings"]
+
+
 class ModelEntry(Strict):
     provider: str
     id: str = Field(min_length=1, max_length=256)
     alias: str | None = Field(default=None, pattern=NAME_PATTERN)
     weight: int = Field(default=1, ge=1, le=1000)
+    tasks: tuple[Task, ...] | None = Field(default=None, min_length=1)
+    """What the model serves; None means whatever its provider supports."""
 
     @property
     def name(self) -> str:

@@ -52,23 +52,23 @@ class Gateway:
         self._started = started
 
     async def chat(self, request: ChatRequest) -> ChatCompletion:
-        deployment = self.router.pick(request.model)
+        deployment = self.router.pick(request.model, "chat")
         return await deployment.provider.chat(request, deployment.model_id)
 
     async def open_chat_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        deployment = self.router.pick(request.model)
+        deployment = self.router.pick(request.model, "chat")
         return await prime(deployment.provider.stream_chat(request, deployment.model_id))
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        deployment = self.router.pick(request.model)
+        deployment = self.router.pick(request.model, "completions")
         return await deployment.provider.complete(request, deployment.model_id)
 
     async def open_completion_stream(self, request: CompletionRequest) -> AsyncIterator[Completion]:
-        deployment = self.router.pick(request.model)
+        deployment = self.router.pick(request.model, "completions")
         return await prime(deployment.provider.stream_complete(request, deployment.model_id))
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        deployment = self.router.pick(request.model)
+        deployment = self.router.pick(request.model, "embeddings")
         return await deployment.provider.embed(request, deployment.model_id)
 
     def list_models(self) -> ModelList:
@@ -97,7 +97,11 @@ def build_gateway(config: GatewayConfig, transport: HttpTransport) -> Gateway:
     for model in config.models:
         grouped[model.name].append(
             Deployment(
-                alias=model.name, model_id=model.id, provider=providers[model.provider], weight=model.weight
+                alias=model.name,
+                model_id=model.id,
+                provider=providers[model.provider],
+                weight=model.weight,
+                tasks=frozenset(model.tasks) if model.tasks else None,
             )
         )
     router = Router({alias: WeightedRoundRobin(group) for alias, group in grouped.items()})

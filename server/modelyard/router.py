@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelyard.errors import model_not_found
+from modelyard.errors import ClientError, model_not_found
 from modelyard.providers.base import Provider
 
 
@@ -18,6 +18,7 @@ class Deployment:
     model_id: str
     provider: Provider
     weight: int = 1
+    tasks: frozenset[str] | None = None
 
 
 class Balancer(Protocol):
@@ -52,11 +53,20 @@ class Router:
     def __init__(self, routes: Mapping[str, Balancer]) -> None:
         self._routes = dict(routes)
 
-    def pick(self, model: str) -> Deployment:
+    def pick(self, model: str, task: str) -> Deployment:
         balancer = self._routes.get(model)
         if balancer is None:
             raise model_not_found(model)
-        return balancer.pick()
+        deployment = balancer.pick()
+        if deployment.tasks is not None and task not in deployment.tasks:
+            served = ", ".join(sorted(deployment.tasks))
+            raise ClientError(
+                f"The model '{model}' serves {served}; it does not support {task}.",
+                status=400,
+                param="model",
+                code="unsupported_task",
+            )
+        return deployment
 
     def models(self) -> dict[str, list[Deployment]]:
         return {alias: list(b.deployments) for alias, b in self._routes.items()}
