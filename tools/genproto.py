@@ -57,7 +57,9 @@ def generate(out_root: Path) -> None:
     ]
     if protoc.main(descriptor_args) != 0:
         raise SystemExit("protoc failed (descriptor set)")
-    (out_pkg / "__init__.py").write_text('"""Generated from proto/modelyard/v1 by `make proto`. Do not edit."""\n')
+    (out_pkg / "__init__.py").write_text(
+        '"""Generated from proto/modelyard/v1 by `make proto`. Do not edit."""\n'
+    )
 
 
 if __name__ == "__main__":
