@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from modelyard.providers.registry import PROVIDER_TYPES
 
@@ -45,14 +53,34 @@ class ProviderEntry(Strict):
     type: str
     data: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _known_type_and_valid_data(self) -> ProviderEntry:
-        spec = PROVIDER_TYPES.get(self.type)
-        if spec is None:
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in PROVIDER_TYPES:
             known = ", ".join(sorted(PROVIDER_TYPES))
-            raise ValueError(f"unknown provider type {self.type!r} (known: {known})")
-        spec.settings.model_validate(self.data)
-        return self
+            raise ValueError(f"unknown provider type {value!r} (known: {known})")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _valid_for_type(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        provider_type = info.data.get("type")
+        if provider_type in PROVIDER_TYPES:
+            try:
+                PROVIDER_TYPES[provider_type].settings.model_validate(value)
+            except ValidationError as exc:
+                raise ValueError(f"{provider_type} provider: {_argument_problems(exc)}") from None
+        return value
+
+
+def _argument_problems(error: ValidationError) -> str:
+    """Which argument is missing, unknown or malformed (never its value: it may be a secret)."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        argument = ".".join(str(part) for part in item["loc"]) or "(data)"
+        kind = {"missing": "missing", "extra_forbidden": "unknown argument"}.get(item["type"], item["msg"])
+        problems.append(f"{argument}: {kind}")
+    return "; ".join(problems)
 
 
 Task = Literal["chat", "completions", "embeddings"]

@@ -1,0 +1,144 @@
+"""README.md stays true: its examples run against the quickstart, started the way `make run` does."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from modelyard.config import parse_config
+
+from tests.gateway_process import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+BLOCK = re.compile(r"```(?P<lang>\w+)\n(?P<code>.*?)```", re.DOTALL)
+
+
+def blocks(lang: str) -> list[str]:
+    return [m.group("code") for m in BLOCK.finditer(README) if m.group("lang") == lang]
+
+
+@dataclass
+class Quickstart:
+    cwd: Path
+    env: dict[str, str]
+    http: str
+    grpc: str
+
+    def localize(self, code: str) -> str:
+        return code.replace("127.0.0.1:8080", self.http).replace("127.0.0.1:50051", self.grpc)
+
+
+def make_run_command() -> list[str]:
+    """The serve command `make run` executes (dry run), so this test follows the Makefile."""
+    dry = subprocess.run(["make", "-n", "-s", "run"], cwd=ROOT, capture_output=True, text=True, check=True)
+    line = next(line for line in dry.stdout.splitlines() if " serve " in line)
+    command = shlex.split(line)
+    command[0] = str(Path(sys.executable).parent / "modelyard")
+    return [c if not c.startswith("examples/") else str(ROOT / c) for c in command]
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quickstart]:
+    cwd = tmp_path_factory.mktemp("newcomer")
+    http, grpc_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k not in ("MODELYARD_ADMIN_KEY", "MODELYARD_KEY")}
+    command = [*make_run_command(), "--http", http, "--grpc", grpc_address]
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    output = ""
+    deadline = time.monotonic() + 60
+    while "Modelyard is serving" not in output and time.monotonic() < deadline and process.poll() is None:
+        output += process.stdout.readline()
+    assert "Modelyard is serving" in output, output
+    export = next(code for code in blocks("bash") if "export MODELYARD_KEY" in code)
+    key = subprocess.run(
+        ["bash", "-c", f"{export}\necho $MODELYARD_KEY"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert key and key in output, "the generated key is printed once at first start"
+    yield Quickstart(cwd, {**env, "MODELYARD_KEY": key}, http, grpc_address)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+
+
+CURL_EXPECTATIONS = [
+    ("Hello, gateway", '"content":"You said: Hello, gateway"'),
+    ('"stream": true', "data: [DONE]"),
+    ("/v1/embeddings", '"object":"embedding"'),
+]
+
+
+@pytest.mark.parametrize(("marker", "expected"), CURL_EXPECTATIONS)
+def test_curl_examples(quickstart: Quickstart, marker: str, expected: str) -> None:
+    code = next(code for code in blocks("bash") if marker in code and "curl" in code)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", quickstart.localize(code)],
+        cwd=quickstart.cwd,
+        env=quickstart.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout, result.stdout
+    assert '"error"' not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("marker", "expected"),
+    [
+        ("from openai import OpenAI", ["You said: Hello from the SDK", "You said: Stream please"]),
+        ("inference_pb2_grpc", ["You said: Hello over gRPC", "You said: Hello over gRPC"]),
+    ],
+)
+def test_python_examples(quickstart: Quickstart, marker: str, expected: list[str]) -> None:
+    code = next(code for code in blocks("python") if marker in code)
+    result = subprocess.run(
+        [sys.executable, "-c", quickstart.localize(code)],
+        cwd=quickstart.cwd,
+        env=quickstart.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected
+
+
+def test_models_example_lists_the_quickstart_aliases(quickstart: Quickstart) -> None:
+    response = httpx.get(
+        f"http://{quickstart.http}/v1/models",
+        headers={"Authorization": f"Bearer {quickstart.env['MODELYARD_KEY']}"},
+    )
+    assert {m["id"] for m in response.json()["data"]} == {"demo/chat", "demo/embed"}
+
+
+def test_configuration_example_is_valid() -> None:
+    example = next(code for code in blocks("yaml") if "providers:" in code)
+    config = parse_config(yaml.safe_load(example), env={"OPENAI_API_KEY": "sk-example"})
+    assert [p.type for p in config.providers] == ["openai", "demo"]
+    assert config.models[1].tasks == ("embeddings",)
