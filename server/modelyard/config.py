@@ -65,9 +65,10 @@ class ProviderEntry(Strict):
     @classmethod
     def _valid_for_type(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         provider_type = info.data.get("type")
-        if provider_type in PROVIDER_TYPES:
+        spec = PROVIDER_TYPES.get(provider_type) if isinstance(provider_type, str) else None
+        if spec is not None:
             try:
-                PROVIDER_TYPES[provider_type].settings.model_validate(value)
+                spec.settings.model_validate(value)
             except ValidationError as exc:
                 raise ValueError(f"{provider_type} provider: {_argument_problems(exc)}") from None
         return value
