@@ -135,7 +135,21 @@ def _routes() -> dict[str, Any]:
                         "route": {
                             "cluster": "workers",
                             "timeout": "0s",
-                            "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
+                            # Only failures where the worker never saw the request are retried, on
+                            # another worker: a dead or restarting worker costs no client request.
+                            "retry_policy": {
+                                "retry_on": "connect-failure,refused-stream,reset-before-request",
+                                "num_retries": 3,
+                                "retry_host_predicate": [
+                                    {
+                                        "name": "envoy.retry_host_predicates.previous_hosts",
+                                        "typed_config": {
+                                            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                                        },
+                                    }
+                                ],
+                                "host_selection_retry_max_attempts": 5,
+                            },
                         },
                     },
                     {"match": {"prefix": "/"}, "direct_response": {"status": 404}},

@@ -69,4 +69,7 @@ def gateway(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -
     )
     process.start()
     yield process
-    process.stop()
+    assert process.stop() == 0, "the gateway exits cleanly on SIGTERM"
+    log = process.log_path.read_text(errors="replace")
+    assert UPSTREAM_KEY not in log, "the provider credential leaked into the gateway's output"
+    assert process.admin_key not in log, "the gateway's own key leaked into its output"

@@ -59,6 +59,7 @@ def bootstrap_admin_key(data_dir: Path, env: dict[str, str] | None = None) -> Ad
 
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode argument applies only when the file is created
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
 

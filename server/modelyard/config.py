@@ -108,12 +108,21 @@ class GatewayConfig(Strict):
     providers: list[ProviderEntry] = Field(default_factory=list)
     models: list[ModelEntry] = Field(default_factory=list)
 
+    @field_validator("providers")
+    @classmethod
+    def _unique_names(cls, providers: list[ProviderEntry]) -> list[ProviderEntry]:
+        first: dict[str, int] = {}
+        for index, provider in enumerate(providers):
+            if provider.name in first:
+                raise ValueError(
+                    f"providers[{index}].name: {provider.name!r} is already the name of providers[{first[provider.name]}]"
+                )
+            first[provider.name] = index
+        return providers
+
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:
         names = [p.name for p in self.providers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"provider names must be unique; repeated: {', '.join(duplicates)}")
         for index, model in enumerate(self.models):
             if model.provider not in names:
                 raise ValueError(f"models[{index}].provider: no provider named {model.provider!r}")

@@ -26,6 +26,10 @@ class Balancer(Protocol):
 
     def pick(self) -> Deployment: ...
 
+    def subset(self, deployments: Sequence[Deployment]) -> Balancer:
+        """The same strategy over fewer deployments."""
+        ...
+
 
 class WeightedRoundRobin:
     """Smooth weighted round-robin (nginx's): exact proportions, evenly interleaved, deterministic."""
@@ -48,25 +52,48 @@ class WeightedRoundRobin:
         self._current[best] -= self._total
         return self.deployments[best]
 
+    def subset(self, deployments: Sequence[Deployment]) -> WeightedRoundRobin:
+        return WeightedRoundRobin(deployments)
+
+
+TASKS = ("chat", "completions", "embeddings")
+
+
+def _serves(deployment: Deployment, task: str) -> bool:
+    return deployment.tasks is None or task in deployment.tasks
+
+
+def _by_task(balancer: Balancer) -> dict[str, Balancer]:
+    """One balancer per task, over the deployments that serve it (the same one when all do)."""
+    routes: dict[str, Balancer] = {}
+    for task in TASKS:
+        serving = [d for d in balancer.deployments if _serves(d, task)]
+        if len(serving) == len(balancer.deployments):
+            routes[task] = balancer
+        elif serving:
+            routes[task] = balancer.subset(serving)
+    return routes
+
 
 class Router:
     def __init__(self, routes: Mapping[str, Balancer]) -> None:
         self._routes = dict(routes)
+        self._by_task = {alias: _by_task(balancer) for alias, balancer in routes.items()}
 
     def pick(self, model: str, task: str) -> Deployment:
-        balancer = self._routes.get(model)
-        if balancer is None:
+        routes = self._by_task.get(model)
+        if routes is None:
             raise model_not_found(model)
-        deployment = balancer.pick()
-        if deployment.tasks is not None and task not in deployment.tasks:
-            served = ", ".join(sorted(deployment.tasks))
+        balancer = routes.get(task)
+        if balancer is None:
+            served = ", ".join(t for t in TASKS if t in routes)
             raise ClientError(
                 f"The model '{model}' serves {served}; it does not support {task}.",
                 status=400,
                 param="model",
                 code="unsupported_task",
             )
-        return deployment
+        return balancer.pick()
 
     def models(self) -> dict[str, list[Deployment]]:
         return {alias: list(b.deployments) for alias, b in self._routes.items()}

@@ -95,6 +95,15 @@ def _forced_tool(request: ChatRequest) -> str | None:
     return tools[0].function.name if request.tool_choice == "required" else None
 
 
+def _tool_call_deltas(name: str) -> list[Delta]:
+    """A forced call of `name`: id and name first, then the (empty-object) arguments."""
+    opening = ToolCallDelta(
+        index=0, id=_new_id("call"), type="function", function=FunctionCallDelta(name=name, arguments="")
+    )
+    arguments = ToolCallDelta(index=0, function=FunctionCallDelta(arguments="{}"))
+    return [Delta(tool_calls=[opening]), Delta(tool_calls=[arguments])]
+
+
 def _usage(prompt: int, completion: int) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
@@ -139,39 +148,39 @@ class DemoProvider(Provider):
 
     async def stream_chat(self, request: ChatRequest, model_id: str) -> AsyncIterator[ChatChunk]:
         created, chunk_id = int(time.time()), _new_id("chatcmpl")
-        prompt = _words(_message_text(m) for m in request.messages)
         usage_field = None if request.include_usage else msgspec.UNSET
 
-        def chunk(delta: Delta, finish: str | None = None) -> ChatChunk:
-            choice = ChunkChoice(index=0, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
+        def chunk(index: int, delta: Delta, finish: str | None = None) -> ChatChunk:
+            choice = ChunkChoice(index=index, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
             return ChatChunk(
                 id=chunk_id, created=created, model=model_id, choices=[choice], usage=usage_field
             )
 
-        yield chunk(Delta(role="assistant", content=""))
         tool = _forced_tool(request)
-        if tool is not None:
-            call = ToolCallDelta(
-                index=0,
-                id=_new_id("call"),
-                type="function",
-                function=FunctionCallDelta(name=tool, arguments=""),
-            )
-            yield chunk(Delta(tool_calls=[call]))
-            yield chunk(
-                Delta(tool_calls=[ToolCallDelta(index=0, function=FunctionCallDelta(arguments="{}"))])
-            )
-            words, finish = ["{}"], "tool_calls"
-        else:
-            words, finish = reply_words(request)
-            for index, word in enumerate(words):
-                if self.settings.word_delay_ms:
-                    await asyncio.sleep(self.settings.word_delay_ms / 1000)
-                yield chunk(Delta(content=word if index == 0 else " " + word))
-        yield chunk(Delta(), finish)
+        choices = 1 if tool is not None else request.n if isinstance(request.n, int) else 1
+        completion_tokens = 0
+        for index in range(choices):
+            yield chunk(index, Delta(role="assistant", content=""))
+            if tool is not None:
+                for delta in _tool_call_deltas(tool):
+                    yield chunk(index, delta)
+                words, finish = ["{}"], "tool_calls"
+            else:
+                words, finish = reply_words(request)
+                for position, word in enumerate(words):
+                    if self.settings.word_delay_ms:
+                        await asyncio.sleep(self.settings.word_delay_ms / 1000)
+                    yield chunk(index, Delta(content=word if position == 0 else " " + word))
+            completion_tokens += len(words)
+            yield chunk(index, Delta(), finish)
         if request.include_usage:
+            prompt = _words(_message_text(m) for m in request.messages)
             yield ChatChunk(
-                id=chunk_id, created=created, model=model_id, choices=[], usage=_usage(prompt, len(words))
+                id=chunk_id,
+                created=created,
+                model=model_id,
+                choices=[],
+                usage=_usage(prompt, completion_tokens),
             )
 
     async def complete(self, request: CompletionRequest, model_id: str) -> Completion:

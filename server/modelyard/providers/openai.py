@@ -4,6 +4,7 @@ OpenAI endpoint…), plus IBM's `cerebras` and `nim` types, which are presets of
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
@@ -47,26 +48,33 @@ class OpenAIErrorBody(msgspec.Struct):
 
 def build_payload(request: Request, model_id: str, *, stream: bool | None) -> bytes:
     """The upstream body: the client's request with the deployment's model id and its extras."""
-    fields: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(request, extras={}))
-    fields.pop("$extras", None)
-    fields["model"] = model_id
+    typed: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(request, extras={}))
+    typed.pop("$extras", None)
+    # Extras only add fields: they never replace a typed one, the model or the stream mode.
+    fields = {**request.extras, **typed, "model": model_id}
     if stream:
         fields["stream"] = True
     else:
         fields.pop("stream", None)
         fields.pop("stream_options", None)
-    fields.update(request.extras)
     return _ENCODER.encode(fields)
 
 
+MAX_RETRY_AFTER = 86_400.0
+
+
 def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from `retry-after-ms` or else `retry-after` (seconds); capped at a day."""
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name)
-        if value is not None:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                return None
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue
+        if math.isfinite(seconds):
+            return min(max(0.0, seconds), MAX_RETRY_AFTER)
     return None
 
 

@@ -17,6 +17,8 @@ T = TypeVar("T", ChatRequest, CompletionRequest, EmbeddingRequest)
 
 MAX_MESSAGES = 2048
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
+MAX_DIMENSIONS = 65_536
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 _FIELDS_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
@@ -39,6 +41,9 @@ def _to_client_error(exc: msgspec.MsgspecError) -> ClientError:
         match = _PATH.search(text)
         param = match.group("path") if match else None
         message = _PATH.sub("", text)
+        missing = _MISSING.match(message)
+        if missing:
+            param = f"{param}.{missing.group('field')}" if param else missing.group("field")
         where = f" at '{param}'" if param else ""
         return invalid_request(f"Invalid request body{where}: {message}.", param=param)
     return invalid_request(f"We could not parse the JSON body of your request. ({text})", code="invalid_json")
@@ -69,6 +74,12 @@ def validate(request: ChatRequest | CompletionRequest | EmbeddingRequest) -> Non
         _validate_text_or_tokens(request.prompt, "prompt")
     else:
         _validate_text_or_tokens(request.input, "input")
+        dimensions = request.dimensions
+        if isinstance(dimensions, int) and not 1 <= dimensions <= MAX_DIMENSIONS:
+            raise invalid_request(
+                f"Invalid 'dimensions': {dimensions} is not between 1 and {MAX_DIMENSIONS}.",
+                param="dimensions",
+            )
     n = getattr(request, "n", None)
     if isinstance(n, int) and not 1 <= n <= 128:
         raise invalid_request(f"Invalid 'n': {n} is not between 1 and 128.", param="n")
