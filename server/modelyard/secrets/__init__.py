@@ -1,0 +1,1 @@
+"""Provider credentials: envelope encryption at rest, references resolved when used."""
