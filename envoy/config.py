@@ -109,7 +109,7 @@ def _filters(settings: EdgeSettings) -> list[dict[str, Any]]:
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
                 "proto_descriptor": str(settings.descriptor),
-                "services": ["modelyard.v1.OpenAI"],
+                "services": ["modelyard.v1.OpenAI", "modelyard.v1.Admin", "modelyard.v1.AdminRest"],
                 "convert_grpc_status": True,
                 "max_request_body_size": settings.max_request_bytes,
                 "max_response_body_size": settings.max_request_bytes,
@@ -132,6 +132,13 @@ def _routes() -> dict[str, Any]:
                 "routes": [
                     {
                         "match": {"prefix": "/modelyard.v1."},
+                        # Tells the worker the call came through the REST edge (OpenAI error envelopes).
+                        "request_headers_to_add": [
+                            {
+                                "header": {"key": "x-modelyard-edge", "value": "rest"},
+                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                            }
+                        ],
                         "route": {
                             "cluster": "workers",
                             "timeout": "0s",

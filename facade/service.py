@@ -14,6 +14,7 @@ from modelyard.schema.chat import ChatRequest
 from modelyard.schema.completions import CompletionRequest
 from modelyard.schema.decode import decode_request
 from modelyard.schema.embeddings import EmbeddingRequest
+from modelyard.tenancy import caller
 from modelyard.v1 import openai_pb2, openai_pb2_grpc
 
 from . import sse
@@ -42,34 +43,34 @@ class OpenAIFacade(openai_pb2_grpc.OpenAIServicer):
     ) -> AsyncIterator[HttpBody]:
         chat = decode_request(request.data, ChatRequest)
         if chat.stream:
-            async for body in event_stream(await self._gateway.open_chat_stream(chat)):
+            async for body in event_stream(await self._gateway.open_chat_stream(caller(), chat)):
                 yield body
         else:
-            yield json_body(await self._gateway.chat(chat))
+            yield json_body(await self._gateway.chat(caller(), chat))
 
     async def Completions(
         self, request: HttpBody, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[HttpBody]:
         completion = decode_request(request.data, CompletionRequest)
         if completion.stream:
-            async for body in event_stream(await self._gateway.open_completion_stream(completion)):
+            async for body in event_stream(await self._gateway.open_completion_stream(caller(), completion)):
                 yield body
         else:
-            yield json_body(await self._gateway.complete(completion))
+            yield json_body(await self._gateway.complete(caller(), completion))
 
     async def Embeddings(
         self, request: HttpBody, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[HttpBody]:
         embedding = decode_request(request.data, EmbeddingRequest)
-        yield json_body(await self._gateway.embed(embedding))
+        yield json_body(await self._gateway.embed(caller(), embedding))
 
     async def ListModels(
         self, request: openai_pb2.ListModelsHttpRequest, context: grpc.aio.ServicerContext
     ) -> HttpBody:
-        return json_body(self._gateway.list_models())
+        return json_body(await self._gateway.list_models(caller()))
 
     async def RetrieveModel(
         self, request: openai_pb2.RetrieveModelHttpRequest, context: grpc.aio.ServicerContext
     ) -> HttpBody:
         # Clients percent-encode the slash of aliases such as `demo/chat`; the transcoder does not decode it.
-        return json_body(self._gateway.model(unquote(request.model)))
+        return json_body(await self._gateway.model(caller(), unquote(request.model)))

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import secrets
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-
-from modelyard.errors import unauthenticated
 
 ADMIN_KEY_ENV = "MODELYARD_ADMIN_KEY"
 HASH_FILE = "admin_key.sha256"
 KEY_FILE = "admin.key"
 KEY_PREFIX = "my-"
-
-
-@dataclass(frozen=True)
-class Principal:
-    key_id: str
-    is_admin: bool
-
-
-current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
 
 
 def hash_key(key: str) -> str:
@@ -62,17 +49,3 @@ def _write_private(path: Path, text: str) -> None:
     os.fchmod(fd, 0o600)  # the mode argument applies only when the file is created
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-
-
-class KeyRing:
-    def __init__(self, admin_key_hash: str) -> None:
-        self._admin_hash = bytes.fromhex(admin_key_hash)
-
-    def authenticate(self, authorization: str | None) -> Principal:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise unauthenticated("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
-        key = authorization[7:].strip()
-        digest = hashlib.sha256(key.encode("utf-8")).digest()
-        if hmac.compare_digest(digest, self._admin_hash):
-            return Principal(key_id="admin", is_admin=True)
-        raise unauthenticated("Incorrect API key provided.")

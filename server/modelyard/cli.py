@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -43,10 +44,51 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """Never echoes an unrecognised word: a key typed in the wrong place must not reach a terminal log."""
+
+    def error(self, message: str) -> NoReturn:
+        message = re.sub(r"invalid choice: '[^']*'", "invalid choice", message)
+        message = re.sub(r"unrecognized arguments: .*", "unrecognized arguments", message)
+        super().error(message)
+
+
+def cmd_rotate_kek(args: argparse.Namespace) -> int:
+    from modelyard.secrets.keys import MasterKey
+    from modelyard.secrets.vault import SecretVault
+    from modelyard.store.sqlite import STORE_FILENAME, SqliteStore
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / STORE_FILENAME).exists():
+        print(f"modelyard: no store in {data_dir}", file=sys.stderr)
+        return 1
+    store = SqliteStore(data_dir / STORE_FILENAME)
+    try:
+        report = SecretVault(MasterKey.load(data_dir), store).rotate_kek(batch=args.batch)
+    finally:
+        store.close()
+    print(
+        f"KEK v{report.from_version} -> v{report.to_version}: {report.rewrapped} secrets re-wrapped", end=""
+    )
+    print(f", {len(report.failed)} could not be opened: {', '.join(report.failed)}" if report.failed else "")
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelyard", description=__doc__)
+    from modelyard.admin_cli import register as register_admin
+
+    parser = Parser(prog="modelyard", description=__doc__)
     parser.add_argument("--version", action="version", version=f"modelyard {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    register_admin(commands)  # type: ignore[arg-type]  # Parser is an ArgumentParser
+    secrets = commands.add_parser("secrets", help="credential encryption tools")
+    secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True)
+    rotate = secrets_commands.add_parser(
+        "rotate-kek", help="re-wrap every stored secret's data key under a new KEK (safe while serving)"
+    )
+    rotate.add_argument("--data-dir", default=".modelyard", help="the gateway's data directory")
+    rotate.add_argument("--batch", type=int, default=100)
+    rotate.set_defaults(handler=cmd_rotate_kek)
 
     serve = commands.add_parser("serve", help="run the gateway (Envoy + workers)")
     serve.add_argument("--config", type=Path, required=True, help="YAML config file")

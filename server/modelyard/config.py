@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from modelyard.providers.base import argument_problems
 from modelyard.providers.registry import PROVIDER_TYPES
 
 _ENV_REF = re.compile(r"^\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))$")
@@ -70,18 +71,8 @@ class ProviderEntry(Strict):
             try:
                 spec.settings.model_validate(value)
             except ValidationError as exc:
-                raise ValueError(f"{provider_type} provider: {_argument_problems(exc)}") from None
+                raise ValueError(f"{provider_type} provider: {argument_problems(exc)}") from None
         return value
-
-
-def _argument_problems(error: ValidationError) -> str:
-    """Which argument is missing, unknown or malformed (never its value: it may be a secret)."""
-    problems = []
-    for item in error.errors(include_input=False, include_url=False):
-        argument = ".".join(str(part) for part in item["loc"]) or "(data)"
-        kind = {"missing": "missing", "extra_forbidden": "unknown argument"}.get(item["type"], item["msg"])
-        problems.append(f"{argument}: {kind}")
-    return "; ".join(problems)
 
 
 Task = Literal["chat", "completions", "embeddings"]

@@ -1,22 +1,18 @@
-"""The domain core both surfaces call: resolve the model, pick a deployment, run the adapter."""
+"""The domain core both surfaces call: the caller's tenant view, a deployment, the adapter."""
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
-from modelyard.config import GatewayConfig
-from modelyard.errors import ClientError
-from modelyard.providers.base import Provider
-from modelyard.providers.registry import PROVIDER_TYPES
-from modelyard.router import Deployment, Router, WeightedRoundRobin
+from modelyard.errors import ClientError, model_not_found
+from modelyard.router import Deployment
 from modelyard.schema.chat import ChatChunk, ChatCompletion, ChatRequest
 from modelyard.schema.completions import Completion, CompletionRequest
 from modelyard.schema.embeddings import EmbeddingRequest, EmbeddingResponse
 from modelyard.schema.models import ModelCard, ModelList
-from modelyard.transport import HttpTransport
+from modelyard.state import TenantStates
+from modelyard.tenancy import Principal
 
 T = TypeVar("T")
 
@@ -46,63 +42,58 @@ async def prime(stream: AsyncIterator[T]) -> AsyncIterator[T]:
 
 
 class Gateway:
-    def __init__(self, router: Router, providers: list[Provider], started: int) -> None:
-        self.router = router
-        self.providers = providers
-        self._started = started
+    def __init__(self, states: TenantStates) -> None:
+        self._states = states
 
-    async def chat(self, request: ChatRequest) -> ChatCompletion:
-        deployment = self.router.pick(request.model, "chat")
+    async def _pick(self, principal: Principal, model: str, task: str) -> Deployment:
+        if not principal.may_use(model):
+            raise ClientError(
+                f"This key may not use the model '{model}'.",
+                status=403,
+                param="model",
+                code="model_not_allowed",
+            )
+        view = await self._states.view(principal.tenant_id)
+        return view.router.pick(model, task)
+
+    async def chat(self, principal: Principal, request: ChatRequest) -> ChatCompletion:
+        deployment = await self._pick(principal, request.model, "chat")
         return await deployment.provider.chat(request, deployment.model_id)
 
-    async def open_chat_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        deployment = self.router.pick(request.model, "chat")
+    async def open_chat_stream(self, principal: Principal, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        deployment = await self._pick(principal, request.model, "chat")
         return await prime(deployment.provider.stream_chat(request, deployment.model_id))
 
-    async def complete(self, request: CompletionRequest) -> Completion:
-        deployment = self.router.pick(request.model, "completions")
+    async def complete(self, principal: Principal, request: CompletionRequest) -> Completion:
+        deployment = await self._pick(principal, request.model, "completions")
         return await deployment.provider.complete(request, deployment.model_id)
 
-    async def open_completion_stream(self, request: CompletionRequest) -> AsyncIterator[Completion]:
-        deployment = self.router.pick(request.model, "completions")
+    async def open_completion_stream(
+        self, principal: Principal, request: CompletionRequest
+    ) -> AsyncIterator[Completion]:
+        deployment = await self._pick(principal, request.model, "completions")
         return await prime(deployment.provider.stream_complete(request, deployment.model_id))
 
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        deployment = self.router.pick(request.model, "embeddings")
+    async def embed(self, principal: Principal, request: EmbeddingRequest) -> EmbeddingResponse:
+        deployment = await self._pick(principal, request.model, "embeddings")
         return await deployment.provider.embed(request, deployment.model_id)
 
-    def list_models(self) -> ModelList:
-        cards = [self._card(alias, deployments) for alias, deployments in self.router.models().items()]
+    async def list_models(self, principal: Principal) -> ModelList:
+        view = await self._states.view(principal.tenant_id)
+        cards = [
+            _card(alias, deployments, view.created)
+            for alias, deployments in view.router.models().items()
+            if principal.may_use(alias)
+        ]
         return ModelList(data=cards)
 
-    def model(self, alias: str) -> ModelCard:
-        deployments = self.router.models().get(alias)
-        if deployments is None:
-            raise ClientError(
-                f"The model '{alias}' does not exist.", status=404, param="model", code="model_not_found"
-            )
-        return self._card(alias, deployments)
-
-    def _card(self, alias: str, deployments: list[Deployment]) -> ModelCard:
-        providers = sorted({d.provider.name for d in deployments})
-        return ModelCard(id=alias, created=self._started, owned_by="modelyard", providers=providers)
+    async def model(self, principal: Principal, alias: str) -> ModelCard:
+        for card in (await self.list_models(principal)).data:
+            if card.id == alias:
+                return card
+        raise model_not_found(alias)
 
 
-def build_gateway(config: GatewayConfig, transport: HttpTransport) -> Gateway:
-    providers = {
-        entry.name: PROVIDER_TYPES[entry.type].create(entry.name, entry.data, transport)
-        for entry in config.providers
-    }
-    grouped: dict[str, list[Deployment]] = defaultdict(list)
-    for model in config.models:
-        grouped[model.name].append(
-            Deployment(
-                alias=model.name,
-                model_id=model.id,
-                provider=providers[model.provider],
-                weight=model.weight,
-                tasks=frozenset(model.tasks) if model.tasks else None,
-            )
-        )
-    router = Router({alias: WeightedRoundRobin(group) for alias, group in grouped.items()})
-    return Gateway(router, list(providers.values()), int(time.time()))
+def _card(alias: str, deployments: list[Deployment], created: int) -> ModelCard:
+    providers = sorted({d.provider.name for d in deployments})
+    return ModelCard(id=alias, created=created, owned_by="modelyard", providers=providers)

@@ -1,7 +1,7 @@
 """One interceptor for every RPC: authenticate, then turn domain errors into gRPC statuses.
 
 gRPC callers get the status code with google.rpc details (ErrorInfo, BadRequest, RetryInfo).
-Calls of the OpenAI facade also carry the OpenAI error envelope and HTTP status in metadata,
+Calls that arrive through Envoy (REST) also carry the OpenAI error envelope and HTTP status in metadata,
 which Envoy's Lua filter turns into the HTTP response.
 """
 
@@ -16,13 +16,20 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from modelyard.auth import KeyRing, current_principal
 from modelyard.errors import GatewayError
+from modelyard.tenancy import TENANT_HEADER, Authenticator, current_principal
 
 log = logging.getLogger("modelyard.rpc")
 
-FACADE_PREFIX = "/modelyard.v1.OpenAI/"
 PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+SCOPE_BY_SERVICE = {
+    "/modelyard.v1.Admin/": "admin",
+    "/modelyard.v1.AdminRest/": "admin",
+    "/modelyard.v1.Inference/": "inference",
+    "/modelyard.v1.OpenAI/": "inference",
+}
+EDGE_HEADER = "x-modelyard-edge"
+"""Set by Envoy's route on every call it transcodes from REST: errors then carry OpenAI's envelope."""
 ERROR_DOMAIN = "modelyard.dev"
 ERROR_BODY_HEADER = "x-modelyard-error"
 ERROR_STATUS_HEADER = "x-modelyard-status"
@@ -61,13 +68,13 @@ def rich_status(error: GatewayError) -> status_pb2.Status:
     return status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=details)
 
 
-def error_metadata(error: GatewayError, facade: bool) -> tuple[tuple[str, str | bytes], ...]:
+def error_metadata(error: GatewayError, rest: bool) -> tuple[tuple[str, str | bytes], ...]:
     metadata: list[tuple[str, str | bytes]] = [
         ("grpc-status-details-bin", rich_status(error).SerializeToString())
     ]
     if error.retry_after is not None:
         metadata.append(("retry-after", str(max(0, round(error.retry_after)))))
-    if facade:
+    if rest:
         metadata.append((ERROR_BODY_HEADER, openai_envelope(error)))
         metadata.append((ERROR_STATUS_HEADER, str(error.status)))
     return tuple(metadata)
@@ -80,8 +87,8 @@ def internal_error() -> GatewayError:
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no stubs
-    def __init__(self, keys: KeyRing) -> None:
-        self._keys = keys
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
 
     async def intercept_service(
         self,
@@ -92,56 +99,58 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         method: str = details.method
         if handler is None or method.startswith(PUBLIC_PREFIXES):
             return handler
-        facade = method.startswith(FACADE_PREFIX)
+        scope = next((s for prefix, s in SCOPE_BY_SERVICE.items() if method.startswith(prefix)), "admin")
+        metadata = dict(details.invocation_metadata or ())
+        rest = metadata.get(EDGE_HEADER) == "rest"
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, facade),
+                self._wrap_unary(handler.unary_unary, scope, rest),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, facade),
+                self._wrap_stream(handler.unary_stream, scope, rest),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
-        authorization = None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                authorization = value
-                break
-        current_principal.set(self._keys.authenticate(authorization))
+    def _authenticate(self, context: grpc.aio.ServicerContext, scope: str) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        principal = self._authenticator.authenticate(
+            metadata.get("authorization"), metadata.get(TENANT_HEADER)
+        )
+        principal.require(scope)
+        current_principal.set(principal)
 
-    def _wrap_unary(self, behavior: Any, facade: bool) -> Any:
+    def _wrap_unary(self, behavior: Any, scope: str, rest: bool) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                self._authenticate(context)
+                self._authenticate(context, scope)
                 return await behavior(request, context)
             except GatewayError as error:
-                await _abort(context, error, facade)
+                await _abort(context, error, rest)
             except Exception:
                 log.exception("unhandled error in %s", type(behavior).__qualname__)
-                await _abort(context, internal_error(), facade)
+                await _abort(context, internal_error(), rest)
 
         return wrapped
 
-    def _wrap_stream(self, behavior: Any, facade: bool) -> Any:
+    def _wrap_stream(self, behavior: Any, scope: str, rest: bool) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                self._authenticate(context)
+                self._authenticate(context, scope)
                 async for item in behavior(request, context):
                     yield item
             except GatewayError as error:
-                await _abort(context, error, facade)
+                await _abort(context, error, rest)
             except Exception:
                 log.exception("unhandled error in a streaming call")
-                await _abort(context, internal_error(), facade)
+                await _abort(context, internal_error(), rest)
 
         return wrapped
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: GatewayError, facade: bool) -> None:
-    await context.abort(error.grpc_code, error.message, trailing_metadata=error_metadata(error, facade))
+async def _abort(context: grpc.aio.ServicerContext, error: GatewayError, rest: bool) -> None:
+    await context.abort(error.grpc_code, error.message, trailing_metadata=error_metadata(error, rest))

@@ -20,6 +20,8 @@ from pathlib import Path
 from modelyard.auth import bootstrap_admin_key
 from modelyard.config import GatewayConfig
 from modelyard.edge.config import EdgeSettings, descriptor_path, render
+from modelyard.secrets.keys import MasterKey
+from modelyard.store.sqlite import STORE_FILENAME, SqliteStore
 
 READY_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 25.0
@@ -77,6 +79,8 @@ class Worker:
             f"unix-abstract:{self.socket_name}",
             "--grpc",
             self._options.config.listen.grpc,
+            "--data-dir",
+            self._options.config.data_dir,
             "--ready-fd",
             str(write_fd),
         ]
@@ -139,6 +143,12 @@ def start_envoy(options: ServeOptions, workers: list[Worker], run_dir: Path) -> 
     return envoy
 
 
+def prepare_state(data_dir: Path) -> None:
+    """Migrate the store and create the master key once, before any worker opens them."""
+    MasterKey.load(data_dir)
+    SqliteStore(data_dir / STORE_FILENAME).close()
+
+
 class Supervisor:
     def __init__(self, options: ServeOptions) -> None:
         self._options = options
@@ -161,6 +171,7 @@ class Supervisor:
             )
         run_dir = data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_state(data_dir)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:

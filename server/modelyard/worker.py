@@ -15,20 +15,35 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from modelyard.auth import KeyRing
+from modelyard.admin import AdminOps
 from modelyard.config import GatewayConfig, load_config
 from modelyard.facade.service import OpenAIFacade
-from modelyard.gateway import Gateway, build_gateway
+from modelyard.gateway import Gateway
 from modelyard.rpc import GatewayInterceptor
+from modelyard.secrets.keys import MasterKey
+from modelyard.secrets.vault import SecretVault
+from modelyard.service.admin import AdminRestService, AdminService
 from modelyard.service.inference import InferenceService
+from modelyard.state import TenantStates
+from modelyard.store.sqlite import STORE_FILENAME, SqliteStore
+from modelyard.tenancy import Authenticator
 from modelyard.transport import HttpTransport
-from modelyard.v1 import inference_pb2, inference_pb2_grpc, openai_pb2, openai_pb2_grpc
+from modelyard.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    openai_pb2,
+    openai_pb2_grpc,
+)
 
 log = logging.getLogger("modelyard.worker")
 
 SERVICE_NAMES = (
     inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
     openai_pb2.DESCRIPTOR.services_by_name["OpenAI"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminRest"].full_name,
 )
 DRAIN_SECONDS = 20.0
 
@@ -39,6 +54,7 @@ class WorkerOptions:
     private_address: str
     public_grpc: str
     admin_key_hash: str
+    data_dir: Path
 
 
 def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
@@ -52,15 +68,35 @@ def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
     ]
 
 
+@dataclass(frozen=True)
+class Services:
+    gateway: Gateway
+    admin: AdminOps
+    authenticator: Authenticator
+
+
+def build_services(options: WorkerOptions, store: SqliteStore, transport: HttpTransport) -> Services:
+    vault = SecretVault(MasterKey.load(options.data_dir), store)
+    states = TenantStates(options.config, store, vault, transport)
+    return Services(
+        gateway=Gateway(states),
+        admin=AdminOps(store, vault, options.config),
+        authenticator=Authenticator(options.admin_key_hash, store),
+    )
+
+
 def build_server(
-    options: WorkerOptions, gateway: Gateway
+    options: WorkerOptions, services: Services
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     server = grpc.aio.server(
-        interceptors=[GatewayInterceptor(KeyRing(options.admin_key_hash))],
+        interceptors=[GatewayInterceptor(services.authenticator)],
         options=server_options(options.config),
     )
-    inference_pb2_grpc.add_InferenceServicer_to_server(InferenceService(gateway), server)
-    openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(gateway), server)
+    inference_pb2_grpc.add_InferenceServicer_to_server(InferenceService(services.gateway), server)
+    openai_pb2_grpc.add_OpenAIServicer_to_server(OpenAIFacade(services.gateway), server)
+    admin = AdminService(services.admin)
+    admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
+    admin_pb2_grpc.add_AdminRestServicer_to_server(AdminRestService(admin), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -73,8 +109,8 @@ def build_server(
 
 async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
     transport = HttpTransport()
-    gateway = build_gateway(options.config, transport)
-    server, health_servicer = build_server(options, gateway)
+    store = SqliteStore(options.data_dir / STORE_FILENAME)
+    server, health_servicer = build_server(options, build_services(options, store, transport))
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -89,6 +125,7 @@ async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
     await health_servicer.enter_graceful_shutdown()
     await server.stop(DRAIN_SECONDS)
     await transport.close()
+    store.close()
 
 
 def main() -> None:
@@ -96,6 +133,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--private", required=True, help="address Envoy connects to")
     parser.add_argument("--grpc", required=True, help="public gRPC address (shared via SO_REUSEPORT)")
+    parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--ready-fd", type=int)
     args = parser.parse_args()
     logging.basicConfig(
@@ -103,7 +141,7 @@ def main() -> None:
         format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s",
     )
     admin_hash = os.environ.pop("MODELYARD_ADMIN_KEY_SHA256")
-    options = WorkerOptions(load_config(args.config), args.private, args.grpc, admin_hash)
+    options = WorkerOptions(load_config(args.config), args.private, args.grpc, admin_hash, args.data_dir)
     try:
         import uvloop
     except ImportError:

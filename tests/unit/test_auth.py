@@ -12,11 +12,13 @@ from modelyard.auth import (
     HASH_FILE,
     KEY_FILE,
     KEY_PREFIX,
-    KeyRing,
     bootstrap_admin_key,
     hash_key,
 )
 from modelyard.errors import ClientError
+from modelyard.store.records import AuditRecord, KeyRecord, TenantRecord
+from modelyard.store.sqlite import SqliteStore
+from modelyard.tenancy import DEFAULT_TENANT_ID, Authenticator, key_digest
 
 
 def _mode(path: Path) -> int:
@@ -97,10 +99,12 @@ KEY = "my-correct-horse-battery-staple"
         f"Bearer   {KEY}",
     ],
 )
-def test_keyring_accepts_the_admin_bearer_key(header: str) -> None:
-    principal = KeyRing(hash_key(KEY)).authenticate(header)
-    assert principal.is_admin
-    assert principal.key_id == "admin"
+def test_operator_key_is_accepted(header: str, tmp_path: Path) -> None:
+    principal = Authenticator(hash_key(KEY), SqliteStore(tmp_path / "s.db")).authenticate(header, None)
+    assert principal.operator
+    assert principal.key_id == "operator"
+    assert principal.tenant_id == DEFAULT_TENANT_ID
+    assert principal.scopes == {"admin", "inference"}
 
 
 @pytest.mark.parametrize(
@@ -120,9 +124,9 @@ def test_keyring_accepts_the_admin_bearer_key(header: str) -> None:
         f"Bearer {hash_key(KEY)}",
     ],
 )
-def test_keyring_rejects_with_401(header: str | None) -> None:
+def test_bad_keys_are_rejected_with_401(header: str | None, tmp_path: Path) -> None:
     with pytest.raises(ClientError) as caught:
-        KeyRing(hash_key(KEY)).authenticate(header)
+        Authenticator(hash_key(KEY), SqliteStore(tmp_path / "s.db")).authenticate(header, None)
     error = caught.value
     assert error.status == 401
     assert error.code == "invalid_api_key"
@@ -137,3 +141,66 @@ def test_regenerated_key_file_is_private_even_if_it_existed(tmp_path: Path) -> N
     boot = bootstrap_admin_key(tmp_path, env={})
     assert stale.read_text() == f"{boot.new_key}\n"
     assert _mode(stale) == 0o600
+
+
+def _tenant_key(store: SqliteStore, secret: str, **fields: object) -> KeyRecord:
+    store.create_tenant(
+        TenantRecord("t1", "acme", "", 1), None, AuditRecord("t1", "operator", "t", "t1", "ok", 1)
+    )
+    key = KeyRecord(
+        id="k1",
+        tenant_id="t1",
+        name="svc",
+        key_hash=key_digest(secret),
+        prefix=secret[:8],
+        scopes=("inference",),
+        created_at=1,
+        **fields,  # type: ignore[arg-type]
+    )
+    store.create_key(key, AuditRecord("t1", "operator", "keys.create", "k1", "ok", 1))
+    return key
+
+
+def test_tenant_key_carries_its_tenant_scopes_and_models(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    _tenant_key(store, "my-tenant-key", models=("a/b",))
+    principal = Authenticator(hash_key(KEY), store).authenticate("Bearer my-tenant-key", None)
+    assert (principal.tenant_id, principal.key_id, principal.operator) == ("t1", "k1", False)
+    assert principal.scopes == {"inference"} and principal.may_use("a/b") and not principal.may_use("c")
+    with pytest.raises(ClientError) as caught:
+        principal.require("admin")
+    assert caught.value.status == 403
+
+
+def test_revocation_applies_to_the_next_request_even_from_another_connection(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    _tenant_key(store, "my-tenant-key")
+    authenticator = Authenticator(hash_key(KEY), store)
+    assert authenticator.authenticate("Bearer my-tenant-key", None).key_id == "k1"
+    other = SqliteStore(tmp_path / "s.db")
+    assert other.revoke_key("t1", "k1", 5, AuditRecord("t1", "operator", "keys.delete", "k1", "ok", 5))
+    with pytest.raises(ClientError) as caught:
+        authenticator.authenticate("Bearer my-tenant-key", None)
+    assert caught.value.status == 401
+
+
+def test_expired_key_is_401(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    _tenant_key(store, "my-tenant-key", expires_at=100)
+    with pytest.raises(ClientError) as caught:
+        Authenticator(hash_key(KEY), store, clock=lambda: 100.0).authenticate("Bearer my-tenant-key", None)
+    assert caught.value.status == 401
+
+
+@pytest.mark.parametrize(("tenant", "status"), [("acme", None), ("t1", None), ("other", 404)])
+def test_tenant_header(tmp_path: Path, tenant: str, status: int | None) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    _tenant_key(store, "my-tenant-key")
+    authenticator = Authenticator(hash_key(KEY), store)
+    for header in (f"Bearer {KEY}", "Bearer my-tenant-key"):
+        if status is None:
+            assert authenticator.authenticate(header, tenant).tenant_id == "t1"
+        else:
+            with pytest.raises(ClientError) as caught:
+                authenticator.authenticate(header, tenant)
+            assert caught.value.status == status

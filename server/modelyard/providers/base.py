@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from modelyard.errors import ClientError
 from modelyard.schema.chat import ChatChunk, ChatCompletion, ChatRequest
@@ -35,6 +35,25 @@ class ProviderSettings(BaseModel):
     """Base of each provider type's `data` arguments: strict, frozen, IBM's spellings accepted."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def argument_problems(error: ValidationError) -> str:
+    """Which argument is missing, unknown or malformed (never its value: it may be a secret)."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        argument = ".".join(str(part) for part in item["loc"]) or "(data)"
+        kind = {"missing": "missing", "extra_forbidden": "unknown argument"}.get(item["type"], item["msg"])
+        problems.append(f"{argument}: {kind}")
+    return "; ".join(problems)
+
+
+def secret_arguments(settings: type[ProviderSettings]) -> frozenset[str]:
+    """The arguments of a provider type that are credentials (typed SecretStr)."""
+    return frozenset(
+        name
+        for name, info in settings.model_fields.items()
+        if info.annotation is SecretStr or info.annotation == SecretStr | None
+    )
 
 
 def unsupported(provider: Provider, capability: Capability) -> ClientError:

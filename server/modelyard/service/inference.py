@@ -10,6 +10,7 @@ import grpc
 from modelyard.gateway import Gateway
 from modelyard.schema.decode import validate
 from modelyard.service import convert_chat, convert_other
+from modelyard.tenancy import caller
 from modelyard.v1 import (
     chat_pb2,
     completions_pb2,
@@ -30,14 +31,14 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     ) -> chat_pb2.ChatCompletion:
         chat = convert_chat.chat_request_from_proto(request, stream=False)
         validate(chat)
-        return convert_chat.completion_to_proto(await self._gateway.chat(chat))
+        return convert_chat.completion_to_proto(await self._gateway.chat(caller(), chat))
 
     async def StreamChatCompletion(
         self, request: chat_pb2.ChatCompletionRequest, context: Context
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         chat = convert_chat.chat_request_from_proto(request, stream=True)
         validate(chat)
-        async for chunk in await self._gateway.open_chat_stream(chat):
+        async for chunk in await self._gateway.open_chat_stream(caller(), chat):
             yield convert_chat.chunk_to_proto(chunk)
 
     async def CreateCompletion(
@@ -45,14 +46,14 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     ) -> completions_pb2.Completion:
         completion = convert_other.completion_request_from_proto(request, stream=False)
         validate(completion)
-        return convert_other.completion_to_proto(await self._gateway.complete(completion))
+        return convert_other.completion_to_proto(await self._gateway.complete(caller(), completion))
 
     async def StreamCompletion(
         self, request: completions_pb2.CompletionRequest, context: Context
     ) -> AsyncIterator[completions_pb2.Completion]:
         completion = convert_other.completion_request_from_proto(request, stream=True)
         validate(completion)
-        async for chunk in await self._gateway.open_completion_stream(completion):
+        async for chunk in await self._gateway.open_completion_stream(caller(), completion):
             yield convert_other.completion_to_proto(chunk)
 
     async def CreateEmbedding(
@@ -60,13 +61,13 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     ) -> embeddings_pb2.EmbeddingResponse:
         embedding = convert_other.embedding_request_from_proto(request)
         validate(embedding)
-        result = await self._gateway.embed(embedding)
+        result = await self._gateway.embed(caller(), embedding)
         return convert_other.embedding_response_to_proto(result, request.encoding_format)
 
     async def ListModels(
         self, request: inference_pb2.ListModelsRequest, context: Context
     ) -> inference_pb2.ListModelsResponse:
-        models = self._gateway.list_models()
+        models = await self._gateway.list_models(caller())
         return inference_pb2.ListModelsResponse(
             data=[
                 inference_pb2.Model(id=m.id, created=m.created, owned_by=m.owned_by, providers=m.providers)

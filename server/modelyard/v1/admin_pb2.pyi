@@ -8,7 +8,6 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,24 +18,6 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class _Source:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _SourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Source.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    SOURCE_UNSPECIFIED: _Source.ValueType  # 0
-    SOURCE_API: _Source.ValueType  # 1
-    SOURCE_CONFIG: _Source.ValueType  # 2
-
-class Source(_Source, metaclass=_SourceEnumTypeWrapper):
-    """Where an object was declared: through this API, or in the YAML config file (read-only here)."""
-
-SOURCE_UNSPECIFIED: Source.ValueType  # 0
-SOURCE_API: Source.ValueType  # 1
-SOURCE_CONFIG: Source.ValueType  # 2
-Global___Source: _TypeAlias = Source  # noqa: Y015
 
 @_typing.final
 class Tenant(_message.Message):
@@ -244,7 +225,8 @@ class Provider(_message.Message):
     uuid: _builtins.str
     name: _builtins.str
     type: _builtins.str
-    source: Global___Source.ValueType
+    source: _builtins.str
+    """"api", or "config" for objects declared in the YAML file (read-only here)."""
     created_at: _builtins.int
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
@@ -257,7 +239,7 @@ class Provider(_message.Message):
         name: _builtins.str = ...,
         type: _builtins.str = ...,
         data: _struct_pb2.Struct | None = ...,
-        source: Global___Source.ValueType = ...,
+        source: _builtins.str = ...,
         created_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
@@ -418,7 +400,8 @@ class EnabledModel(_message.Message):
     alias: _builtins.str
     """What clients send as `model`."""
     provider_uuid: _builtins.str
-    source: Global___Source.ValueType
+    source: _builtins.str
+    """"api" or "config"."""
     created_at: _builtins.int
     def __init__(
         self,
@@ -426,7 +409,7 @@ class EnabledModel(_message.Message):
         id: _builtins.str = ...,
         alias: _builtins.str = ...,
         provider_uuid: _builtins.str = ...,
-        source: Global___Source.ValueType = ...,
+        source: _builtins.str = ...,
         created_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from modelyard.v1 import admin_pb2 as modelyard_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -32,6 +33,7 @@ class AdminStub:
     Every call acts on the caller's tenant. The operator (bootstrap) key acts on the `default`
     tenant unless the `x-modelyard-tenant` header (gRPC metadata alike) names another.
     Objects of other tenants do not exist for a caller: they answer NOT_FOUND.
+    The list calls are served on REST as bare JSON arrays by AdminRest.
     """
 
     def __init__(self, channel):
@@ -134,6 +136,7 @@ class AdminServicer:
     Every call acts on the caller's tenant. The operator (bootstrap) key acts on the `default`
     tenant unless the `x-modelyard-tenant` header (gRPC metadata alike) names another.
     Objects of other tenants do not exist for a caller: they answer NOT_FOUND.
+    The list calls are served on REST as bare JSON arrays by AdminRest.
     """
 
     def CreateTenant(self, request, context):
@@ -341,6 +344,7 @@ class Admin:
     Every call acts on the caller's tenant. The operator (bootstrap) key acts on the `default`
     tenant unless the `x-modelyard-tenant` header (gRPC metadata alike) names another.
     Objects of other tenants do not exist for a caller: they answer NOT_FOUND.
+    The list calls are served on REST as bare JSON arrays by AdminRest.
     """
 
     @staticmethod
@@ -792,6 +796,256 @@ class Admin:
             '/modelyard.v1.Admin/ListAudit',
             modelyard_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
             modelyard_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminRestStub:
+    """IBM's REST shapes for the Admin list calls: bare JSON arrays (Envoy's transcoder can only put
+    a whole message, or an HttpBody, in a response body). Same results as the Admin calls.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListTenants = channel.unary_unary(
+                '/modelyard.v1.AdminRest/ListTenants',
+                request_serializer=modelyard_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.ListProviders = channel.unary_unary(
+                '/modelyard.v1.AdminRest/ListProviders',
+                request_serializer=modelyard_dot_v1_dot_admin__pb2.ListProvidersRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.ListProviderModels = channel.unary_unary(
+                '/modelyard.v1.AdminRest/ListProviderModels',
+                request_serializer=modelyard_dot_v1_dot_admin__pb2.ListProviderModelsRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/modelyard.v1.AdminRest/ListKeys',
+                request_serializer=modelyard_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/modelyard.v1.AdminRest/ListAudit',
+                request_serializer=modelyard_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+
+
+class AdminRestServicer:
+    """IBM's REST shapes for the Admin list calls: bare JSON arrays (Envoy's transcoder can only put
+    a whole message, or an HttpBody, in a response body). Same results as the Admin calls.
+    """
+
+    def ListTenants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProviders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProviderModels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminRestServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=modelyard_dot_v1_dot_admin__pb2.ListTenantsRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ListProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProviders,
+                    request_deserializer=modelyard_dot_v1_dot_admin__pb2.ListProvidersRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ListProviderModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProviderModels,
+                    request_deserializer=modelyard_dot_v1_dot_admin__pb2.ListProviderModelsRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=modelyard_dot_v1_dot_admin__pb2.ListKeysRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=modelyard_dot_v1_dot_admin__pb2.ListAuditRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'modelyard.v1.AdminRest', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('modelyard.v1.AdminRest', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminRest:
+    """IBM's REST shapes for the Admin list calls: bare JSON arrays (Envoy's transcoder can only put
+    a whole message, or an HttpBody, in a response body). Same results as the Admin calls.
+    """
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.AdminRest/ListTenants',
+            modelyard_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.AdminRest/ListProviders',
+            modelyard_dot_v1_dot_admin__pb2.ListProvidersRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProviderModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.AdminRest/ListProviderModels',
+            modelyard_dot_v1_dot_admin__pb2.ListProviderModelsRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.AdminRest/ListKeys',
+            modelyard_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.AdminRest/ListAudit',
+            modelyard_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

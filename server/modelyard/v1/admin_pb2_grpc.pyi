@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
 from modelyard.v1 import admin_pb2 as _admin_pb2
 import abc as _abc_1
@@ -33,6 +34,7 @@ class AdminStub:
     Every call acts on the caller's tenant. The operator (bootstrap) key acts on the `default`
     tenant unless the `x-modelyard-tenant` header (gRPC metadata alike) names another.
     Objects of other tenants do not exist for a caller: they answer NOT_FOUND.
+    The list calls are served on REST as bare JSON arrays by AdminRest.
     """
 
     @_typing.overload
@@ -65,6 +67,7 @@ class AdminAsyncStub(AdminStub):
     Every call acts on the caller's tenant. The operator (bootstrap) key acts on the `default`
     tenant unless the `x-modelyard-tenant` header (gRPC metadata alike) names another.
     Objects of other tenants do not exist for a caller: they answer NOT_FOUND.
+    The list calls are served on REST as bare JSON arrays by AdminRest.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -93,6 +96,7 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     Every call acts on the caller's tenant. The operator (bootstrap) key acts on the `default`
     tenant unless the `x-modelyard-tenant` header (gRPC metadata alike) names another.
     Objects of other tenants do not exist for a caller: they answer NOT_FOUND.
+    The list calls are served on REST as bare JSON arrays by AdminRest.
     """
 
     @_abc_1.abstractmethod
@@ -215,3 +219,73 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.ListAuditResponse, _abc.Awaitable[_admin_pb2.ListAuditResponse]]: ...
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class AdminRestStub:
+    """IBM's REST shapes for the Admin list calls: bare JSON arrays (Envoy's transcoder can only put
+    a whole message, or an HttpBody, in a response body). Same results as the Admin calls.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AdminRestAsyncStub: ...
+    ListTenants: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTenantsRequest, _httpbody_pb2.HttpBody]
+    ListProviders: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListProvidersRequest, _httpbody_pb2.HttpBody]
+    ListProviderModels: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListProviderModelsRequest, _httpbody_pb2.HttpBody]
+    ListKeys: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListKeysRequest, _httpbody_pb2.HttpBody]
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _httpbody_pb2.HttpBody]
+
+@_typing.type_check_only
+class AdminRestAsyncStub(AdminRestStub):
+    """IBM's REST shapes for the Admin list calls: bare JSON arrays (Envoy's transcoder can only put
+    a whole message, or an HttpBody, in a response body). Same results as the Admin calls.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListTenants: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTenantsRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    ListProviders: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListProvidersRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    ListProviderModels: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListProviderModelsRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    ListKeys: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListKeysRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    ListAudit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+
+class AdminRestServicer(metaclass=_abc_1.ABCMeta):
+    """IBM's REST shapes for the Admin list calls: bare JSON arrays (Envoy's transcoder can only put
+    a whole message, or an HttpBody, in a response body). Same results as the Admin calls.
+    """
+
+    @_abc_1.abstractmethod
+    def ListTenants(
+        self,
+        request: _admin_pb2.ListTenantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]: ...
+
+    @_abc_1.abstractmethod
+    def ListProviders(
+        self,
+        request: _admin_pb2.ListProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]: ...
+
+    @_abc_1.abstractmethod
+    def ListProviderModels(
+        self,
+        request: _admin_pb2.ListProviderModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]: ...
+
+    @_abc_1.abstractmethod
+    def ListKeys(
+        self,
+        request: _admin_pb2.ListKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _admin_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]: ...
+
+def add_AdminRestServicer_to_server(servicer: AdminRestServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
