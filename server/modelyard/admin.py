@@ -19,8 +19,9 @@ from pydantic import ValidationError
 
 from modelyard.config import NAME_PATTERN, GatewayConfig
 from modelyard.errors import ClientError, GatewayError, invalid_request
-from modelyard.providers.base import ProviderSpec, argument_problems, secret_arguments
+from modelyard.providers.base import ProviderSpec, argument_problems
 from modelyard.providers.registry import PROVIDER_TYPES
+from modelyard.secrets.fields import secret_fields as secret_arguments
 from modelyard.state import config_provider_id
 from modelyard.store.base import Store, StoreError
 from modelyard.store.records import (
@@ -129,14 +130,16 @@ class AdminOps:
     def create_tenant(
         self, principal: Principal, name: str, secrets_manager: str
     ) -> tuple[TenantRecord, KeyRecord, str]:
-        principal.require_operator()
-        tenant = TenantRecord(str(uuid.uuid4()), _check_name(name, "name"), secrets_manager, self._now())
-        key, secret = self._new_key(tenant.id, f"{name}-admin", ("admin", "inference"), (), 0)
-        operator = replace(principal, tenant_id=tenant.id)
-        self._audited(
-            operator, "tenant.create", tenant.id, lambda a: self._store.create_tenant(tenant, key, a)
-        )
-        return tenant, key, secret
+        tenant_id = str(uuid.uuid4())
+
+        def write(audit: AuditRecord) -> tuple[TenantRecord, KeyRecord, str]:
+            principal.require_operator()
+            tenant = TenantRecord(tenant_id, _check_name(name, "name"), secrets_manager, self._now())
+            key, secret = self._new_key(tenant.id, f"{name}-admin", ("admin", "inference"), (), 0)
+            self._store.create_tenant(tenant, key, audit)
+            return tenant, key, secret
+
+        return self._audited(principal, "tenant.create", tenant_id, write)
 
     def get_tenant(self, principal: Principal) -> TenantRecord:
         tenant = self._store.get_tenant(principal.tenant_id)
@@ -151,26 +154,27 @@ class AdminOps:
     def update_tenant(
         self, principal: Principal, name: str | None, secrets_manager: str | None
     ) -> TenantRecord:
-        tenant = self.get_tenant(principal)
-        if tenant.id == DEFAULT_TENANT_ID and name not in (None, tenant.name):
-            raise ClientError("The default tenant cannot be renamed.", status=409, code="default_tenant")
-        updated = replace(
-            tenant,
-            name=_check_name(name, "name") if name is not None else tenant.name,
-            secrets_manager=secrets_manager if secrets_manager is not None else tenant.secrets_manager,
-        )
-        self._audited(principal, "tenant.update", tenant.id, lambda a: self._store.update_tenant(updated, a))
-        return updated
+        def write(audit: AuditRecord) -> TenantRecord:
+            tenant = self.get_tenant(principal)
+            if tenant.id == DEFAULT_TENANT_ID and name not in (None, tenant.name):
+                raise ClientError("The default tenant cannot be renamed.", status=409, code="default_tenant")
+            updated = replace(
+                tenant,
+                name=_check_name(name, "name") if name is not None else tenant.name,
+                secrets_manager=secrets_manager if secrets_manager is not None else tenant.secrets_manager,
+            )
+            self._store.update_tenant(updated, audit)
+            return updated
+
+        return self._audited(principal, "tenant.update", principal.tenant_id, write)
 
     def delete_tenant(self, principal: Principal) -> None:
-        if principal.tenant_id == DEFAULT_TENANT_ID:
-            raise ClientError("The default tenant cannot be deleted.", status=409, code="default_tenant")
-        self._audited(
-            principal,
-            "tenant.delete",
-            principal.tenant_id,
-            lambda a: self._store.delete_tenant(principal.tenant_id, a),
-        )
+        def write(audit: AuditRecord) -> None:
+            if principal.tenant_id == DEFAULT_TENANT_ID:
+                raise ClientError("The default tenant cannot be deleted.", status=409, code="default_tenant")
+            self._store.delete_tenant(principal.tenant_id, audit)
+
+        self._audited(principal, "tenant.delete", principal.tenant_id, write)
 
     # providers
 
@@ -211,20 +215,24 @@ class AdminOps:
     def create_provider(
         self, principal: Principal, provider_type: str, name: str, data: dict[str, Any]
     ) -> ProviderView:
-        spec = self._spec(provider_type)
-        _check_name(name, "name")
-        if principal.tenant_id == DEFAULT_TENANT_ID and any(p.name == name for p in self._config.providers):
-            raise ClientError(f"A provider named '{name}' already exists.", status=409, code="conflict")
-        provider_id, now = str(uuid.uuid4()), self._now()
-        stored, sealed = self._seal(principal.tenant_id, provider_id, spec, self._validate(spec, data), {})
-        record = ProviderRecord(provider_id, principal.tenant_id, name, spec.type_name, stored, now, now)
-        self._audited(
-            principal,
-            "providers.create",
-            provider_id,
-            lambda a: self._store.create_provider(record, sealed, a),
-        )
-        return self._view(record)
+        provider_id = str(uuid.uuid4())
+
+        def write(audit: AuditRecord) -> ProviderView:
+            spec = self._spec(provider_type)
+            _check_name(name, "name")
+            if principal.tenant_id == DEFAULT_TENANT_ID and any(
+                p.name == name for p in self._config.providers
+            ):
+                raise ClientError(f"A provider named '{name}' already exists.", status=409, code="conflict")
+            now = self._now()
+            stored, sealed = self._seal(
+                principal.tenant_id, provider_id, spec, self._validate(spec, data), {}
+            )
+            record = ProviderRecord(provider_id, principal.tenant_id, name, spec.type_name, stored, now, now)
+            self._store.create_provider(record, sealed, audit)
+            return self._view(record)
+
+        return self._audited(principal, "providers.create", provider_id, write)
 
     def list_providers(self, principal: Principal) -> list[ProviderView]:
         views = self._config_provider_views() if principal.tenant_id == DEFAULT_TENANT_ID else []
@@ -247,40 +255,34 @@ class AdminOps:
     def update_provider(
         self, principal: Principal, provider_id: str, name: str | None, data: dict[str, Any] | None
     ) -> ProviderView:
-        record = self._stored_provider(principal, provider_id)
-        spec = self._spec(record.type)
-        secret_names = secret_arguments(spec.settings)
-        current = {k: (PLACEHOLDER if k in secret_names else v) for k, v in record.data.items()}
-        changes = data or {}
-        merged = {k: v for k, v in {**current, **changes}.items() if v is not None}
-        validated = self._validate(spec, merged)
-        keep = {k: record.data[k] for k in secret_names if k in record.data and k not in changes}
-        stored, sealed = self._seal(principal.tenant_id, record.id, spec, validated, keep)
-        removed = tuple(
-            v[SECRET_MARKER]
-            for k, v in record.data.items()
-            if k in secret_names and k not in keep and isinstance(v, dict)
-        )
-        updated = replace(
-            record,
-            name=_check_name(name, "name") if name else record.name,
-            data=stored,
-            updated_at=self._now(),
-        )
-        change = ProviderChange(updated, tuple(sealed), removed)
-        self._audited(
-            principal, "providers.update", record.id, lambda a: self._store.update_provider(change, a)
-        )
-        return self._view(updated)
+        def write(audit: AuditRecord) -> ProviderView:
+            record = self._stored_provider(principal, provider_id)
+            spec = self._spec(record.type)
+            secret_names = secret_arguments(spec.settings)
+            current = {k: (PLACEHOLDER if k in secret_names else v) for k, v in record.data.items()}
+            changes = data or {}
+            merged = {k: v for k, v in {**current, **changes}.items() if v is not None}
+            validated = self._validate(spec, merged)
+            keep = {k: record.data[k] for k in secret_names if k in record.data and k not in changes}
+            stored, sealed = self._seal(principal.tenant_id, record.id, spec, validated, keep)
+            removed = tuple(
+                v[SECRET_MARKER]
+                for k, v in record.data.items()
+                if k in secret_names and k not in keep and isinstance(v, dict)
+            )
+            new_name = _check_name(name, "name") if name else record.name
+            updated = replace(record, name=new_name, data=stored, updated_at=self._now())
+            self._store.update_provider(ProviderChange(updated, tuple(sealed), removed), audit)
+            return self._view(updated)
+
+        return self._audited(principal, "providers.update", provider_id, write)
 
     def delete_provider(self, principal: Principal, provider_id: str) -> None:
-        record = self._stored_provider(principal, provider_id)
-        self._audited(
-            principal,
-            "providers.delete",
-            record.id,
-            lambda a: self._store.delete_provider(principal.tenant_id, record.id, a),
-        )
+        def write(audit: AuditRecord) -> None:
+            record = self._stored_provider(principal, provider_id)
+            self._store.delete_provider(principal.tenant_id, record.id, audit)
+
+        self._audited(principal, "providers.delete", provider_id, write)
 
     def _config_name(self, provider_id: str) -> str | None:
         return next(
@@ -313,22 +315,20 @@ class AdminOps:
     # models
 
     def enable_model(self, principal: Principal, provider_id: str, model_id: str, alias: str) -> ModelView:
-        provider = self._stored_provider(principal, provider_id)
-        if not model_id or len(model_id) > 256:
-            raise invalid_request(
-                "Invalid 'id': give the provider's model id (1-256 characters).", param="id"
+        def write(audit: AuditRecord) -> ModelView:
+            provider = self._stored_provider(principal, provider_id)
+            if not model_id or len(model_id) > 256:
+                raise invalid_request(
+                    "Invalid 'id': give the provider's model id (1-256 characters).", param="id"
+                )
+            name = _check_name(alias or model_id, "alias")
+            record = ModelRecord(
+                str(uuid.uuid4()), principal.tenant_id, provider.id, model_id, name, self._now()
             )
-        alias = _check_name(alias or model_id, "alias")
-        record = ModelRecord(
-            str(uuid.uuid4()), principal.tenant_id, provider.id, model_id, alias, self._now()
-        )
-        self._audited(
-            principal,
-            "models.enable",
-            f"{provider.id}/{model_id}",
-            lambda a: self._store.add_model(record, a),
-        )
-        return ModelView(model_id, alias, provider.id, "api", record.created_at)
+            self._store.add_model(record, audit)
+            return ModelView(model_id, name, provider.id, "api", record.created_at)
+
+        return self._audited(principal, "models.enable", f"{provider_id}/{model_id}", write)
 
     def list_provider_models(self, principal: Principal, provider_id: str) -> list[ModelView]:
         config_name = self._config_name(provider_id) if principal.tenant_id == DEFAULT_TENANT_ID else None
@@ -345,13 +345,12 @@ class AdminOps:
         ]
 
     def disable_model(self, principal: Principal, provider_id: str, id_or_alias: str) -> None:
-        provider = self._stored_provider(principal, provider_id)
-
-        def remove(audit: AuditRecord) -> None:
+        def write(audit: AuditRecord) -> None:
+            provider = self._stored_provider(principal, provider_id)
             if not self._store.remove_model(principal.tenant_id, provider.id, id_or_alias, audit):
                 raise _not_found("model", id_or_alias)
 
-        self._audited(principal, "models.disable", f"{provider.id}/{id_or_alias}", remove)
+        self._audited(principal, "models.disable", f"{provider_id}/{id_or_alias}", write)
 
     # keys
 
@@ -375,20 +374,22 @@ class AdminOps:
     def create_key(
         self, principal: Principal, name: str, scopes: list[str], models: list[str], expires_at: int
     ) -> tuple[KeyRecord, str]:
-        _check_name(name, "name")
-        if not scopes or not set(scopes) <= ALL_SCOPES:
-            raise invalid_request(
-                "Invalid 'scopes': give one or both of 'admin', 'inference'.", param="scopes"
-            )
-        if expires_at and expires_at <= self._now():
-            raise invalid_request("Invalid 'expires_at': it is in the past.", param="expires_at")
-        for alias in models:
-            _check_name(alias, "models")
-        key, secret = self._new_key(
-            principal.tenant_id, name, tuple(dict.fromkeys(scopes)), tuple(models), expires_at
-        )
-        self._audited(principal, "keys.create", key.id, lambda a: self._store.create_key(key, a))
-        return key, secret
+        def write(audit: AuditRecord) -> tuple[KeyRecord, str]:
+            _check_name(name, "name")
+            if not scopes or not set(scopes) <= ALL_SCOPES:
+                raise invalid_request(
+                    "Invalid 'scopes': give one or both of 'admin', 'inference'.", param="scopes"
+                )
+            if expires_at and expires_at <= self._now():
+                raise invalid_request("Invalid 'expires_at': it is in the past.", param="expires_at")
+            for alias in models:
+                _check_name(alias, "models")
+            unique_scopes = tuple(dict.fromkeys(scopes))
+            key, secret = self._new_key(principal.tenant_id, name, unique_scopes, tuple(models), expires_at)
+            self._store.create_key(key, replace(audit, target=key.id))
+            return key, secret
+
+        return self._audited(principal, "keys.create", name, write)
 
     def list_keys(self, principal: Principal) -> list[KeyRecord]:
         return self._store.list_keys(principal.tenant_id)

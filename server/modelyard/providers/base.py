@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelyard.errors import ClientError
 from modelyard.schema.chat import ChatChunk, ChatCompletion, ChatRequest
@@ -45,15 +45,6 @@ def argument_problems(error: ValidationError) -> str:
         kind = {"missing": "missing", "extra_forbidden": "unknown argument"}.get(item["type"], item["msg"])
         problems.append(f"{argument}: {kind}")
     return "; ".join(problems)
-
-
-def secret_arguments(settings: type[ProviderSettings]) -> frozenset[str]:
-    """The arguments of a provider type that are credentials (typed SecretStr)."""
-    return frozenset(
-        name
-        for name, info in settings.model_fields.items()
-        if info.annotation is SecretStr or info.annotation == SecretStr | None
-    )
 
 
 def unsupported(provider: Provider, capability: Capability) -> ClientError:

@@ -187,7 +187,8 @@ class SecretVault:
         return value
 
     def _settled(self, key: tuple[str, _Fingerprint], future: asyncio.Future[str]) -> None:
-        self._inflight.pop(key, None)
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
         if not future.cancelled():
             future.exception()  # retrieved here too, in case every waiter was cancelled
 
