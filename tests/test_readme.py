@@ -137,6 +137,32 @@ def test_models_example_lists_the_quickstart_aliases(quickstart: Quickstart) -> 
     assert {m["id"] for m in response.json()["data"]} == {"demo/chat", "demo/embed"}
 
 
+def section(title: str) -> str:
+    start = README.index(f"## {title}")
+    return README[start : README.index("\n## ", start + 1)]
+
+
+def test_admin_walkthrough(quickstart: Quickstart) -> None:
+    """The administration section's commands, run in order in one shell, as a reader would."""
+    text = section("Administration")
+    script = "\n".join(m.group("code") for m in BLOCK.finditer(text) if m.group("lang") == "bash")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", quickstart.localize(script)],
+        cwd=quickstart.cwd,
+        env=quickstart.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert '"apikey":"****1234"' in out and "sk-example-not-a-real-key-1234" not in out
+    assert '"alias":"demo/assistant"' in out and '"id":"demo/assistant"' in out
+    assert '"content":"You said: Hello, tenant"' in out
+    assert '"scopes":["inference"]' in out and '"action":"keys.create"' in out
+    assert '"error"' not in out
+
+
 def test_configuration_example_is_valid() -> None:
     example = next(code for code in blocks("yaml") if "providers:" in code)
     config = parse_config(yaml.safe_load(example), env={"OPENAI_API_KEY": "sk-example"})
