@@ -73,7 +73,7 @@ def local_reply_config() -> dict[str, Any]:
         "mappers": [
             _reply_mapper(
                 404,
-                "Invalid URL (%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%)",
+                "Invalid URL (%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH):200%)",
                 "invalid_request_error",
                 "unknown_url",
             ),
@@ -82,6 +82,12 @@ def local_reply_config() -> dict[str, Any]:
                 "The request body is larger than this gateway accepts.",
                 "invalid_request_error",
                 "request_too_large",
+            ),
+            _reply_mapper(
+                431,
+                "The request's headers or URL are too large.",
+                "invalid_request_error",
+                "headers_too_large",
             ),
             _reply_mapper(
                 503,
@@ -171,6 +177,7 @@ def _listener(settings: EdgeSettings) -> dict[str, Any]:
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
+        "max_request_headers_kb": 60,
         "codec_type": "AUTO",
         "generate_request_id": True,
         "stream_idle_timeout": "3600s",

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from modelyard.config import NAME_PATTERN, GatewayConfig
 from modelyard.errors import ClientError, GatewayError, invalid_request
 from modelyard.providers.base import ProviderSpec, argument_problems
+from modelyard.providers.fields import argument_spellings
 from modelyard.providers.registry import PROVIDER_TYPES
 from modelyard.secrets.fields import secret_fields as secret_arguments
 from modelyard.state import config_provider_id
@@ -67,8 +68,17 @@ class ModelView:
     created_at: int
 
 
+MAX_ECHO = 80
+MAX_AUDIT_TARGET = 256
+
+
+def _short(text: str, limit: int = MAX_ECHO) -> str:
+    """Client-supplied text as echoed in errors and audit entries: bounded."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _not_found(kind: str, ident: str) -> ClientError:
-    return ClientError(f"No {kind} '{ident}' in this tenant.", status=404, code=f"{kind}_not_found")
+    return ClientError(f"No {kind} '{_short(ident)}' in this tenant.", status=404, code=f"{kind}_not_found")
 
 
 def _read_only(kind: str, name: str) -> ClientError:
@@ -110,7 +120,14 @@ class AdminOps:
         return int(self._clock())
 
     def _audit(self, principal: Principal, action: str, target: str, result: str = "ok") -> AuditRecord:
-        return AuditRecord(principal.tenant_id, principal.key_id, action, target, result, self._now())
+        return AuditRecord(
+            principal.tenant_id,
+            principal.key_id,
+            action,
+            _short(target, MAX_AUDIT_TARGET),
+            result,
+            self._now(),
+        )
 
     def _audited(
         self, principal: Principal, action: str, target: str, write: Callable[[AuditRecord], T]
@@ -260,7 +277,8 @@ class AdminOps:
             spec = self._spec(record.type)
             secret_names = secret_arguments(spec.settings)
             current = {k: (PLACEHOLDER if k in secret_names else v) for k, v in record.data.items()}
-            changes = data or {}
+            spellings = argument_spellings(spec.settings)
+            changes = {spellings.get(k, k): v for k, v in (data or {}).items()}
             merged = {k: v for k, v in {**current, **changes}.items() if v is not None}
             validated = self._validate(spec, merged)
             keep = {k: record.data[k] for k in secret_names if k in record.data and k not in changes}
@@ -392,7 +410,8 @@ class AdminOps:
         return self._audited(principal, "keys.create", name, write)
 
     def list_keys(self, principal: Principal) -> list[KeyRecord]:
-        return self._store.list_keys(principal.tenant_id)
+        """The tenant's usable keys: revoked ones are gone for clients (the audit trail keeps them)."""
+        return [key for key in self._store.list_keys(principal.tenant_id) if not key.revoked_at]
 
     def delete_key(self, principal: Principal, key_id: str) -> None:
         def revoke(audit: AuditRecord) -> None:

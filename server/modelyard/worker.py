@@ -46,6 +46,7 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminRest"].full_name,
 )
 DRAIN_SECONDS = 20.0
+MAX_METADATA_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
         ("grpc.so_reuseport", 1),
+        # Above Envoy's own request-header limit, so an over-long path or header gets Envoy's
+        # 431 (in OpenAI's envelope) rather than a raw gRPC RESOURCE_EXHAUSTED.
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]

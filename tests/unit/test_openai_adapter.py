@@ -151,7 +151,8 @@ def test_parse_error_status_mapping(upstream: int, client: int, retryable: bool)
     assert isinstance(error, UpstreamError)
     assert (error.status, error.upstream_status, error.retryable) == (client, upstream, retryable)
     assert error.provider == "up"
-    assert error.code == "bad_x"
+    expected_code = {401: "provider_authentication_failed", 403: "provider_permission_denied"}
+    assert error.code == expected_code.get(upstream, "bad_x")
     if client < 500:
         assert (error.param, error.type) == ("messages", "invalid_request_error")
     else:

@@ -92,6 +92,9 @@ def parse_error(provider: str, response: UpstreamResponse, secret: str) -> Upstr
     else:
         message = f"Provider '{provider}' answered HTTP {response.status}."
     code = str(detail.code) if detail and detail.code is not None else None
+    if response.status in (401, 403):
+        # The provider refused the gateway's credential, not the client's key: say so distinctly.
+        code = "provider_authentication_failed" if response.status == 401 else "provider_permission_denied"
     return UpstreamError(
         message,
         status=status,
