@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint typecheck proto proto-check bench install clean
+.PHONY: run test lint typecheck proto bench docs install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: $(RUN_STAMP)
 ## Regenerate modelyard.v1 (Python, .pyi stubs, Envoy descriptor set) from proto/.
 proto: $(DEV_STAMP)
 	$(BIN)/python tools/genproto.py
+
+## Regenerate the capability table in README.md from the provider adapters.
+docs: $(DEV_STAMP)
+	$(BIN)/python tools/render_docs.py
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

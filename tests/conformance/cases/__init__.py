@@ -1,0 +1,1 @@
+"""One module per provider, each defining `CASE: ProviderCase`; the suite discovers them."""
