@@ -35,7 +35,8 @@ class EdgeSettings:
     worker_sockets: tuple[str, ...]
     descriptor: Path
     max_request_bytes: int
-    access_log: str = "/dev/stdout"
+    access_log: str | None = None
+    """A file path, or None for Envoy's stdout."""
 
 
 def package_file(name: str) -> Path:
@@ -172,6 +173,28 @@ def _routes() -> dict[str, Any]:
     }
 
 
+def _access_log(path: str | None) -> dict[str, Any]:
+    """To a file, or (None) to Envoy's inherited stdout: re-opening /dev/stdout would give Envoy its
+    own file offset and overwrite the supervisor's output when stdout is a regular file."""
+    log_format = {"json_format": ACCESS_LOG_FORMAT}
+    if path is None:
+        return {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": log_format,
+            },
+        }
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": log_format,
+        },
+    }
+
+
 def _listener(settings: EdgeSettings) -> dict[str, Any]:
     buffer_limit = settings.max_request_bytes + (1 << 20)
     manager = {
@@ -185,16 +208,7 @@ def _listener(settings: EdgeSettings) -> dict[str, Any]:
         "route_config": _routes(),
         "local_reply_config": local_reply_config(),
         "http_filters": _filters(settings),
-        "access_log": [
-            {
-                "name": "envoy.access_loggers.file",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                    "path": settings.access_log,
-                    "log_format": {"json_format": ACCESS_LOG_FORMAT},
-                },
-            }
-        ],
+        "access_log": [_access_log(settings.access_log)],
     }
     return {
         "name": "http",
