@@ -357,7 +357,8 @@ def test_ibm_walkthrough_over_rest(
         )
         assert demo.choices[0].message.content == "You said: Hi"
 
-        # IBM's chat example on azure/gpt-4o: registered and routed, the adapter is not there yet.
+        # IBM's chat example on azure/gpt-4o: registered and routed to Azure, which this sandbox
+        # cannot reach (no network): a gateway error, never a client one.
         with pytest.raises(openai.APIStatusError) as unavailable:
             sdk.chat.completions.create(
                 model="azure/gpt-4o",
@@ -369,13 +370,12 @@ def test_ibm_walkthrough_over_rest(
                     {"role": "user", "content": "Can you explain what TLS is and how I can use it?"},
                 ],
             )
-        assert unavailable.value.status_code == 501
-        assert unavailable.value.code == "provider_type_not_available"
+        assert unavailable.value.status_code in (502, 503, 504)
         with pytest.raises(openai.APIStatusError) as legacy:
             sdk.completions.create(
                 model="ibm/llama-3-3-70b-instruct", prompt="Say this is a test", max_tokens=7
             )
-        assert legacy.value.status_code == 501
+        assert legacy.value.status_code in (502, 503, 504)
         with pytest.raises(openai.NotFoundError):
             sdk.chat.completions.create(model="demo/chat", messages=[{"role": "user", "content": "x"}])
 
