@@ -255,28 +255,6 @@ def test_generation_and_embedding_payloads() -> None:
         )
 
 
-def test_sdk_model_inference_sends_what_the_adapter_sends(fake: FakeWatsonx) -> None:
-    """IBM's ModelInference (its pure payload builder, with a token the fake issued) vs ours."""
-    pytest.importorskip("ibm_watsonx_ai")
-    from ibm_watsonx_ai.foundation_models.inference.fm_model_inference import FMModelInference
-
-    class Client:
-        default_project_id, default_space_id = PROJECT, None
-
-    sdk = FMModelInference.__new__(FMModelInference)
-    sdk.model_id, sdk.params, sdk._client = "ibm/granite", None, Client()  # type: ignore[assignment]
-    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "hello"}]
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    params: dict[str, Any] = {"max_tokens": 30, "temperature": 0.5}
-    expected = sdk._prepare_chat_payload(messages, params=params, tools=tools, tool_choice_option="auto")
-    request = chat_request(messages=messages, tools=tools, tool_choice="auto", **params)
-    run(fake, lambda p: p.chat(request, "ibm/granite"))
-    assert fake.requests[0].json == expected
-
-
-# ---- responses and streams ----------------------------------------------------------------------
-
-
 def test_chat_tools_and_usage(fake: FakeWatsonx) -> None:
     tools = [
         {

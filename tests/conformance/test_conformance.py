@@ -15,10 +15,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import openai
 import pytest
+from google.protobuf import struct_pb2
 from modelyard.providers.base import Capability
+from modelyard.v1 import chat_pb2, common_pb2, inference_pb2_grpc
 
 from tests.conformance.framework import Fake, ProviderCase, discover, models_for
 from tests.gateway_process import GatewayProcess
@@ -333,3 +336,81 @@ def test_unsupported_capability_is_a_clear_400(
         else:
             sdk.completions.create(model=case.alias("chat"), prompt="x")
     assert case.type in caught.value.message and capability.value in caught.value.message
+
+
+# The typed gRPC API, for a subset of the cases: the same adapters behind generated stubs.
+
+
+@pytest.fixture(scope="module")
+def stub(gateway: GatewayProcess) -> Iterator[inference_pb2_grpc.InferenceStub]:
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        yield inference_pb2_grpc.InferenceStub(channel)
+
+
+def typed_request(case: ProviderCase, model: str, text: str, **fields: Any) -> chat_pb2.ChatCompletionRequest:
+    message = chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content=text)
+    return chat_pb2.ChatCompletionRequest(model=case.alias(model), messages=[message], **fields)
+
+
+@provider
+def test_grpc_chat_and_stream_agree(
+    case: ProviderCase, stub: inference_pb2_grpc.InferenceStub, gateway: GatewayProcess
+) -> None:
+    needs(case, "grpc_chat", Capability.CHAT, Capability.STREAM)
+    auth = (("authorization", f"Bearer {gateway.admin_key}"),)
+    request = typed_request(
+        case, "chat", "typed conformance", stream_options=common_pb2.StreamOptions(include_usage=True)
+    )
+    unary = stub.CreateChatCompletion(request, metadata=auth, timeout=20)
+    assert "typed conformance" in unary.choices[0].message.content
+    assert unary.choices[0].finish_reason == common_pb2.FINISH_REASON_STOP
+    chunks = list(stub.StreamChatCompletion(request, metadata=auth, timeout=20))
+    assert (
+        "".join(c.choices[0].delta.content for c in chunks if c.choices) == unary.choices[0].message.content
+    )
+    assert chunks[-1].usage.completion_tokens == unary.usage.completion_tokens > 0
+
+
+@provider
+def test_grpc_tool_call(
+    case: ProviderCase, stub: inference_pb2_grpc.InferenceStub, gateway: GatewayProcess
+) -> None:
+    needs(case, "grpc_tools", Capability.CHAT, Capability.TOOLS)
+    parameters = struct_pb2.Struct()
+    parameters.update(WEATHER["function"]["parameters"])  # type: ignore[index]
+    tool = chat_pb2.Tool(
+        type="function", function=chat_pb2.FunctionDefinition(name="get_weather", parameters=parameters)
+    )
+    request = typed_request(case, "chat", "What is the weather in Paris?", tools=[tool])
+    result = stub.CreateChatCompletion(
+        request, metadata=(("authorization", f"Bearer {gateway.admin_key}"),), timeout=20
+    )
+    call = result.choices[0].message.tool_calls[0]
+    assert result.choices[0].finish_reason == common_pb2.FINISH_REASON_TOOL_CALLS
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+@provider
+@pytest.mark.parametrize(
+    ("scenario", "code"),
+    [
+        ("error-429", grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("error-503", grpc.StatusCode.UNAVAILABLE),
+        ("error-400", grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_grpc_errors(
+    case: ProviderCase,
+    stub: inference_pb2_grpc.InferenceStub,
+    gateway: GatewayProcess,
+    scenario: str,
+    code: grpc.StatusCode,
+) -> None:
+    needs(case, f"grpc_{scenario}", Capability.CHAT)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreateChatCompletion(
+            typed_request(case, scenario, "hi"),
+            metadata=(("authorization", f"Bearer {gateway.admin_key}"),),
+            timeout=20,
+        )
+    assert caught.value.code() == code  # type: ignore[attr-defined]
