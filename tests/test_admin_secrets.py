@@ -235,9 +235,10 @@ SERVING_TYPES = ("openai", "cerebras", "nim")
 
 
 def unserved_statuses(type_: str) -> set[int]:
-    """What a type not pointed at a fake answers: 501 without an adapter, else its upstream is
-    unreachable from this sandbox (502, or 503 when a token endpoint is)."""
-    return {501} if PROVIDER_TYPES[type_].adapter is PendingAdapter else {502, 503}
+    """What a type not pointed at a fake answers: 501 without an adapter; else its upstream is
+    unreachable from this sandbox (502, or 503 when a token endpoint is), or the planted value is
+    not a usable credential of that kind (401, e.g. a service-account key that is not JSON)."""
+    return {501} if PROVIDER_TYPES[type_].adapter is PendingAdapter else {401, 502, 503}
 
 
 def test_sealed_credentials_are_masked_on_every_read(
@@ -306,7 +307,12 @@ def test_sealed_credentials_are_masked_on_every_read(
             assert grpc_code == grpc.StatusCode.OK
         else:
             pending = unserved_statuses(type_) == {501}
-            assert grpc_code == (grpc.StatusCode.UNIMPLEMENTED if pending else grpc.StatusCode.UNAVAILABLE)
+            expected = (
+                {grpc.StatusCode.UNIMPLEMENTED}
+                if pending
+                else {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED}
+            )
+            assert grpc_code in expected
 
 
 def test_updates_keep_or_replace_the_sealed_credential(

@@ -12,6 +12,7 @@ from modelyard.config import parse_config
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "providers.md").read_text()
 EXAMPLES = re.findall(r"```yaml\n(.*?)```", DOC, re.DOTALL)
 ENV = {name: "example-value-1234" for name in re.findall(r"\$([A-Z_][A-Z0-9_]*)", DOC)}
+ENV["AWS_ACCESS_KEY_ID"] = "ASIAEXAMPLEKEYID0000"  # access key ids have a fixed format
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[f"example-{i}" for i in range(len(EXAMPLES))])
@@ -33,4 +34,7 @@ def test_every_served_type_has_an_example() -> None:
         "databricks-model-serving",
         "ai21labs",
         "demo",
+        "bedrock",
+        "gemini",
+        "google-cloud-vertex-ai",
     } <= documented

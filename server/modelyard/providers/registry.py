@@ -13,6 +13,7 @@ from modelyard.providers.bedrock import BEDROCK
 from modelyard.providers.cohere import COHERE
 from modelyard.providers.databricks import DATABRICKS
 from modelyard.providers.demo import DEMO
+from modelyard.providers.gemini import GEMINI
 from modelyard.providers.openai import CEREBRAS, NIM, OPENAI
 from modelyard.providers.vertex import VERTEX
 from modelyard.providers.watsonx import WATSONX
@@ -33,6 +34,7 @@ PROVIDER_TYPES: Mapping[str, ProviderSpec] = MappingProxyType(
             VERTEX,
             DATABRICKS,
             AI21,
+            GEMINI,
         )
     }
 )

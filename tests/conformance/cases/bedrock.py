@@ -1,0 +1,27 @@
+"""AWS Bedrock: the native fake verifies each request's SigV4 signature and speaks Converse,
+ConverseStream (AWS event-stream frames) and InvokeModel (Titan embeddings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conformance.framework import Fake, ProviderCase
+from tests.fakes.bedrock_upstream import ACCESS_KEY, SECRET_KEY, FakeBedrock
+
+
+def _data(fake: Fake) -> dict[str, Any]:
+    assert isinstance(fake, FakeBedrock)
+    return {
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": SECRET_KEY,
+        "region": "us-east-1",
+        "base_url": fake.base_url,
+    }
+
+
+CASE = ProviderCase(
+    type="bedrock",
+    make_fake=FakeBedrock,
+    provider_data=_data,
+    embedding_model="amazon.titan-embed-text-v2:0",
+)
