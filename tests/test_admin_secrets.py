@@ -28,8 +28,6 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from modelyard.providers.pending import PendingAdapter
-from modelyard.providers.registry import PROVIDER_TYPES
 from modelyard.store.records import SECRET_MARKER
 from modelyard.v1 import admin_pb2
 
@@ -235,10 +233,10 @@ SERVING_TYPES = ("openai", "cerebras", "nim")
 
 
 def unserved_statuses(type_: str) -> set[int]:
-    """What a type not pointed at a fake answers: 501 without an adapter; else its upstream is
-    unreachable from this sandbox (502, or 503 when a token endpoint is), or the planted value is
-    not a usable credential of that kind (401, e.g. a service-account key that is not JSON)."""
-    return {501} if PROVIDER_TYPES[type_].adapter is PendingAdapter else {401, 502, 503}
+    """What a type not pointed at a fake answers: its upstream is unreachable from this sandbox
+    (502, or 503 when a token endpoint is), or the planted value is not a usable credential of
+    that kind (401, e.g. a service-account key that is not JSON)."""
+    return {401, 502, 503}
 
 
 def test_sealed_credentials_are_masked_on_every_read(

@@ -559,6 +559,12 @@ def test_chat_text_tools_json_and_the_key_stays_in_the_header(fake: FakeGemini) 
     assert fake.requests[0].path == "/v1beta/models/gemini-2.0-flash:generateContent"
 
 
+def test_vertex_only_labels_are_not_sent(fake: FakeGemini) -> None:
+    fake.clear()
+    run_chat(fake, request(labels={"team": "a"}))
+    assert "labels" not in fake.requests[-1].json
+
+
 def test_stream_text_with_usage(fake: FakeGemini) -> None:
     fake.clear()
     chunks, error = run_stream(

@@ -7,7 +7,6 @@ between markers, and a test keeps the two identical.
 from __future__ import annotations
 
 from modelyard.providers.base import Capability
-from modelyard.providers.pending import PendingAdapter
 from modelyard.providers.registry import PROVIDER_TYPES
 
 START = "<!-- capabilities:start -->"
@@ -21,10 +20,7 @@ def render_table() -> str:
         "| --- |" + " :-: |" * len(columns),
     ]
     for name, spec in sorted(PROVIDER_TYPES.items()):
-        if spec.adapter is PendingAdapter:
-            cells = ["not yet"] * len(columns)
-        else:
-            cells = ["yes" if c in spec.adapter.capabilities else "—" for c in columns]
+        cells = ["yes" if c in spec.adapter.capabilities else "—" for c in columns]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

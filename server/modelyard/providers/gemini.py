@@ -5,6 +5,10 @@ Calls `{base_url}/v1beta/models/{model}:generateContent`, `:streamGenerateConten
 `x-goog-api-key` header — the key is never put in a URL. Bodies, responses, stream events and
 errors are converted by `gemini_convert` (shared with Vertex AI). No legacy completions.
 
+Chat extras passed: safetySettings, cachedContent, thinkingConfig, responseModalities, mediaResolution,
+speechConfig, responseJsonSchema (camel or snake case); `labels` (Vertex only) and any other extra are
+dropped. Dropped chat fields: user, metadata, logit_bias, logprobs, top_logprobs, parallel_tool_calls.
+
 Embeddings: text inputs only (token ids answer a 400); `dimensions` → `outputDimensionality`;
 extras `task_type`/`taskType` and `title` pass through; `user` is dropped.
 """
@@ -160,13 +164,19 @@ class GeminiProvider(Provider):
             raise gemini_convert.parse_error(self.name, response, self._secret())
         return response.body
 
+    @staticmethod
+    def _payload(request: ChatRequest) -> dict[str, Any]:
+        body = gemini_convert.chat_payload(request)
+        body.pop("labels", None)  # a Vertex-only field: the Gemini API rejects it
+        return body
+
     async def chat(self, request: ChatRequest, model_id: str) -> ChatCompletion:
-        data = await self._post(model_id, "generateContent", gemini_convert.chat_payload(request))
+        data = await self._post(model_id, "generateContent", self._payload(request))
         return gemini_convert.chat_result(data, model_id, self.name)
 
     def stream_chat(self, request: ChatRequest, model_id: str) -> AsyncIterator[ChatChunk]:
         # Converted before the first await, so a bad request fails before the stream is committed.
-        return self._stream(request, model_id, gemini_convert.chat_payload(request))
+        return self._stream(request, model_id, self._payload(request))
 
     async def _stream(
         self, request: ChatRequest, model_id: str, body: dict[str, Any]
