@@ -25,7 +25,7 @@ import msgspec
 from pydantic import SecretStr
 
 from modelyard.errors import ClientError, UpstreamError
-from modelyard.providers import gemini_convert
+from modelyard.providers import gemini_convert, gemini_request
 from modelyard.providers.base import Capability, Provider, ProviderSettings, ProviderSpec
 from modelyard.providers.fields import arg, url
 from modelyard.schema.chat import ChatChunk, ChatCompletion, ChatRequest
@@ -82,7 +82,7 @@ def _texts(provider: str, value: Any) -> list[str]:
 
 def embed_payload(provider: str, request: EmbeddingRequest, model_id: str) -> tuple[str, dict[str, Any]]:
     """(method, body): `embedContent` for one string, `batchEmbedContents` for a list."""
-    extras = {key: gemini_convert._plain(value) for key, value in request.extras.items()}
+    extras = {key: gemini_request.plain(value) for key, value in request.extras.items()}
     options: dict[str, Any] = {}
     if isinstance(request.dimensions, int):
         options["outputDimensionality"] = request.dimensions
