@@ -60,13 +60,20 @@ class ProviderCase:
     """Extra environment for the gateway process (e.g. token endpoints)."""
     skip: dict[str, str] = field(default_factory=dict)
     """Case name → why it does not apply beyond the capability table (documented, not silent)."""
+    variant: str = ""
+    """Distinguishes several cases of one type (e.g. the model families behind Bedrock)."""
+
+    @property
+    def name(self) -> str:
+        """The provider's name in the gateway's config, and the cases' test id."""
+        return f"{self.type}-{self.variant}" if self.variant else self.type
 
     @property
     def capabilities(self) -> frozenset[Capability]:
         return PROVIDER_TYPES[self.type].adapter.capabilities
 
     def alias(self, model: str) -> str:
-        return f"{self.type}/{model}"
+        return f"{self.name}/{model}"
 
 
 def discover() -> list[ProviderCase]:
@@ -75,14 +82,14 @@ def discover() -> list[ProviderCase]:
     found = []
     for info in sorted(pkgutil.iter_modules(cases.__path__), key=lambda i: i.name):
         module = importlib.import_module(f"{cases.__name__}.{info.name}")
-        found.append(module.CASE)
+        found += getattr(module, "CASES", None) or [module.CASE]
     return found
 
 
 def models_for(case: ProviderCase) -> list[dict[str, Any]]:
     """The config `models` entries of one provider: its chat and embedding models and scenarios."""
-    entries = [{"provider": case.type, "id": case.chat_model, "alias": case.alias("chat")}]
+    entries = [{"provider": case.name, "id": case.chat_model, "alias": case.alias("chat")}]
     if Capability.EMBEDDINGS in case.capabilities:
-        entries.append({"provider": case.type, "id": case.embedding_model, "alias": case.alias("embed")})
-    entries += [{"provider": case.type, "id": s, "alias": case.alias(s)} for s in SCENARIOS]
+        entries.append({"provider": case.name, "id": case.embedding_model, "alias": case.alias("embed")})
+    entries += [{"provider": case.name, "id": s, "alias": case.alias(s)} for s in SCENARIOS]
     return entries

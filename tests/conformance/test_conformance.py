@@ -46,7 +46,7 @@ def fakes() -> Iterator[dict[str, Fake]]:
             fake = case.make_fake()
             fake.start()
             stack.callback(fake.stop)
-            started[case.type] = fake
+            started[case.name] = fake
         yield started
 
 
@@ -54,7 +54,7 @@ def fakes() -> Iterator[dict[str, Fake]]:
 def gateway(fakes: dict[str, Fake], tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     config = {
         "providers": [
-            {"name": c.type, "type": c.type, "data": c.provider_data(fakes[c.type])} for c in CASES
+            {"name": c.name, "type": c.type, "data": c.provider_data(fakes[c.name])} for c in CASES
         ],
         "models": [entry for c in CASES for entry in models_for(c)],
     }
@@ -86,7 +86,7 @@ def needs(case: ProviderCase, name: str, *capabilities: Capability) -> None:
         pytest.skip(f"{case.type}: {case.skip[name]}")
 
 
-provider = pytest.mark.parametrize("case", CASES, ids=[c.type for c in CASES])
+provider = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 
 
 def user(text: str) -> dict[str, Any]:
@@ -288,7 +288,7 @@ def test_client_disconnect_cancels_the_upstream(
     case: ProviderCase, gateway: GatewayProcess, fakes: dict[str, Fake]
 ) -> None:
     needs(case, "client_disconnect", Capability.CHAT, Capability.STREAM)
-    fake = fakes[case.type]
+    fake = fakes[case.name]
     before = len(fake.cancelled_streams)
     body = {"model": case.alias("slow-stream"), "stream": True, "messages": [user("go")]}
     with httpx.stream(
@@ -335,7 +335,7 @@ def test_unsupported_capability_is_a_clear_400(
             sdk.embeddings.create(model=case.alias("chat"), input="x")
         else:
             sdk.completions.create(model=case.alias("chat"), prompt="x")
-    assert case.type in caught.value.message and capability.value in caught.value.message
+    assert case.name in caught.value.message and capability.value in caught.value.message
 
 
 # The typed gRPC API, for a subset of the cases: the same adapters behind generated stubs.

@@ -1,5 +1,7 @@
 """AWS Bedrock: the native fake verifies each request's SigV4 signature and speaks Converse,
-ConverseStream (AWS event-stream frames) and InvokeModel (Titan embeddings)."""
+ConverseStream (AWS event-stream frames) and InvokeModel (Titan and Cohere embeddings). Three
+cases: the default model id with Titan v2 embeddings, Claude with Titan v1, Cohere Command R+
+with Cohere Embed."""
 
 from __future__ import annotations
 
@@ -19,9 +21,27 @@ def _data(fake: Fake) -> dict[str, Any]:
     }
 
 
-CASE = ProviderCase(
-    type="bedrock",
-    make_fake=FakeBedrock,
-    provider_data=_data,
-    embedding_model="amazon.titan-embed-text-v2:0",
-)
+CASES = [
+    ProviderCase(
+        type="bedrock",
+        make_fake=FakeBedrock,
+        provider_data=_data,
+        embedding_model="amazon.titan-embed-text-v2:0",
+    ),
+    ProviderCase(
+        type="bedrock",
+        variant="claude",
+        make_fake=FakeBedrock,
+        provider_data=_data,
+        chat_model="anthropic.claude-3-7-sonnet-20250219-v1:0",
+        embedding_model="amazon.titan-embed-text-v1",
+    ),
+    ProviderCase(
+        type="bedrock",
+        variant="cohere",
+        make_fake=FakeBedrock,
+        provider_data=_data,
+        chat_model="cohere.command-r-plus-v1:0",
+        embedding_model="cohere.embed-english-v3",
+    ),
+]

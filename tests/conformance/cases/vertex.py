@@ -1,5 +1,6 @@
 """Google Vertex AI: service-account OAuth against the fake's token endpoint, Gemini for chat and a
-text-embedding model for embeddings (Claude on Vertex is covered by tests/test_provider_vertex.py)."""
+text-embedding model for embeddings, and Claude (rawPredict with the Anthropic body) as a second case;
+failure scenarios are model ids without the "claude" prefix, so they exercise the Gemini path."""
 
 from __future__ import annotations
 
@@ -22,10 +23,20 @@ def _data(fake: Fake) -> dict[str, Any]:
     }
 
 
-CASE = ProviderCase(
-    type="google-cloud-vertex-ai",
-    make_fake=lambda: FakeVertex(KEY.public_key()),
-    provider_data=_data,
-    chat_model="gemini-2.0-flash",
-    embedding_model="text-embedding-005",
-)
+CASES = [
+    ProviderCase(
+        type="google-cloud-vertex-ai",
+        make_fake=lambda: FakeVertex(KEY.public_key()),
+        provider_data=_data,
+        chat_model="gemini-2.0-flash",
+        embedding_model="text-embedding-005",
+    ),
+    ProviderCase(
+        type="google-cloud-vertex-ai",
+        variant="claude",
+        make_fake=lambda: FakeVertex(KEY.public_key()),
+        provider_data=_data,
+        chat_model="claude-sonnet-4-5",
+        embedding_model="text-embedding-005",
+    ),
+]
