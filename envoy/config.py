@@ -116,7 +116,12 @@ def _filters(settings: EdgeSettings) -> list[dict[str, Any]]:
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
                 "proto_descriptor": str(settings.descriptor),
-                "services": ["modelyard.v1.OpenAI", "modelyard.v1.Admin", "modelyard.v1.AdminRest"],
+                "services": [
+                    "modelyard.v1.OpenAI",
+                    "modelyard.v1.Admin",
+                    "modelyard.v1.AdminRest",
+                    "modelyard.v1.Routing",
+                ],
                 "convert_grpc_status": True,
                 "max_request_body_size": settings.max_request_bytes,
                 "max_response_body_size": settings.max_request_bytes,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import SINGLE_ATTEMPT, GatewayProcess
 
 UPSTREAM_KEY = "sk-upstream-" + "x" * 8 + secrets.token_hex(8)
 """The provider credential the gateway holds; tests check it never reaches a client."""
@@ -50,6 +50,7 @@ def gateway_config(upstream_base_url: str) -> dict[str, object]:
             },
         ],
         "models": models,
+        "routing": SINGLE_ATTEMPT,
     }
 
 

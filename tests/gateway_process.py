@@ -17,6 +17,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+SINGLE_ATTEMPT: dict[str, Any] = {
+    "defaults": {"max_attempts": 1},
+    "breaker": {"consecutive_failures": 1000, "min_requests": 100000, "eject_on_429": False},
+}
+"""A `routing:` section for tests that check one upstream answer's mapping each: no retry, no
+ejection (tests/test_routing.py covers those, which would turn a repeated scenario into another
+answer)."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:

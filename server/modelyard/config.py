@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import (
 
 from modelyard.providers.base import argument_problems
 from modelyard.providers.registry import PROVIDER_TYPES
+from modelyard.routing.policy import RoutingConfig
 
 _ENV_REF = re.compile(r"^\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))$")
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
@@ -76,6 +78,50 @@ class ProviderEntry(Strict):
 
 
 Task = Literal["chat", "completions", "embeddings"]
+TASK_TYPES: dict[str, Task] = {
+    "llm/v1/chat": "chat",
+    "llm/v1/completions": "completions",
+    "llm/v1/embeddings": "embeddings",
+}
+DEFAULT_PARAMETERS: dict[str, tuple[type, ...]] = {
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "top_k": (int,),
+    "max_tokens": (int,),
+    "max_completion_tokens": (int,),
+    "stop": (str, list),
+    "presence_penalty": (int, float),
+    "frequency_penalty": (int, float),
+    "seed": (int,),
+}
+
+
+class Destination(Strict):
+    name: str
+    traffic_percentage: int = Field(ge=0, le=100)
+
+
+class RouteConfig(Strict):
+    """An MLflow AI Gateway route: a traffic split over endpoints or aliases."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    task_type: Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings"]
+    destinations: list[Destination] = Field(min_length=1)
+    routing_strategy: Literal["TRAFFIC_SPLIT"] = "TRAFFIC_SPLIT"
+
+    @model_validator(mode="after")
+    def _sums_to_100(self) -> RouteConfig:
+        total = sum(d.traffic_percentage for d in self.destinations)
+        if total != 100:
+            raise ValueError(f"route {self.name!r}: traffic percentages sum to {total}, not 100")
+        return self
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    name: str
+    task: str
+    destinations: tuple[tuple[str, int], ...]
 
 
 class ModelEntry(Strict):
@@ -85,6 +131,21 @@ class ModelEntry(Strict):
     weight: int = Field(default=1, ge=1, le=1000)
     tasks: tuple[Task, ...] | None = Field(default=None, min_length=1)
     """What the model serves; None means whatever its provider supports."""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """Request parameters applied when the client does not send them."""
+
+    @field_validator("defaults")
+    @classmethod
+    def _known_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            kinds = DEFAULT_PARAMETERS.get(key)
+            if kinds is None:
+                raise ValueError(
+                    f"unknown default parameter {key!r} (known: {', '.join(DEFAULT_PARAMETERS)})"
+                )
+            if isinstance(item, bool) or not isinstance(item, kinds):
+                raise ValueError(f"default parameter {key!r} has the wrong type")
+        return value
 
     @property
     def name(self) -> str:
@@ -98,6 +159,8 @@ class GatewayConfig(Strict):
     max_request_mb: int = Field(default=32, ge=1, le=512)
     providers: list[ProviderEntry] = Field(default_factory=list)
     models: list[ModelEntry] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @field_validator("providers")
     @classmethod
@@ -117,7 +180,43 @@ class GatewayConfig(Strict):
         for index, model in enumerate(self.models):
             if model.provider not in names:
                 raise ValueError(f"models[{index}].provider: no provider named {model.provider!r}")
+        aliases = {m.name for m in self.models}
+        for index, route in enumerate(self.routes):
+            if route.name in aliases:
+                raise ValueError(f"routes[{index}].name: {route.name!r} is already a model alias")
+            for number, destination in enumerate(route.destinations):
+                if destination.name not in aliases:
+                    raise ValueError(
+                        f"routes[{index}].destinations[{number}].name: no endpoint or alias named {destination.name!r}"
+                    )
+        known = aliases | {r.name for r in self.routes}
+        for name, policy in self.routing.policies.items():
+            if name not in known:
+                raise ValueError(f"routing.policies.{name}: no alias, endpoint or route of that name")
+            for fallback in policy.fallbacks or ():
+                if fallback not in known:
+                    raise ValueError(
+                        f"routing.policies.{name}.fallbacks: no alias, endpoint or route named {fallback!r}"
+                    )
         return self
+
+
+@dataclass(frozen=True)
+class Expanded:
+    providers: tuple[ProviderEntry, ...]
+    models: tuple[ModelEntry, ...]
+    routes: tuple[RouteEntry, ...]
+
+
+def expand(config: GatewayConfig) -> Expanded:
+    """The config as the router builds it: every dialect turned into providers, models and routes."""
+    routes = tuple(
+        RouteEntry(
+            r.name, TASK_TYPES[r.task_type], tuple((d.name, d.traffic_percentage) for d in r.destinations)
+        )
+        for r in config.routes
+    )
+    return Expanded(tuple(config.providers), tuple(config.models), routes)
 
 
 def _resolve_env(value: Any, path: str, env: Mapping[str, str]) -> Any:

@@ -1,12 +1,18 @@
-"""The domain core both surfaces call: the caller's tenant view, a deployment, the adapter."""
+"""The domain core both surfaces call: the caller's tenant view, a plan of deployments, the attempts."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, TypeVar
+
+import msgspec
 
 from modelyard.errors import ClientError, model_not_found
-from modelyard.router import Deployment
+from modelyard.routing.attempts import Attempts
+from modelyard.routing.call import call_record
+from modelyard.routing.deployment import Deployment
+from modelyard.routing.health import HealthSnapshot
+from modelyard.routing.targets import Plan
 from modelyard.schema.chat import ChatChunk, ChatCompletion, ChatRequest
 from modelyard.schema.completions import Completion, CompletionRequest
 from modelyard.schema.embeddings import EmbeddingRequest, EmbeddingResponse
@@ -14,38 +20,24 @@ from modelyard.schema.models import ModelCard, ModelList
 from modelyard.state import TenantStates
 from modelyard.tenancy import Principal
 
-T = TypeVar("T")
+R = TypeVar("R", bound=msgspec.Struct)
 
 
-async def prime(stream: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Wait for the first item before committing to a stream, so early failures are plain errors.
-
-    Returns an iterator that yields that first item and then the rest.
-    """
-    iterator = aiter(stream)
-    try:
-        first = await anext(iterator)
-    except StopAsyncIteration:
-        first = None
-        empty = True
-    else:
-        empty = False
-
-    async def committed() -> AsyncIterator[T]:
-        if empty:
-            return
-        yield first  # type: ignore[misc]
-        async for item in iterator:
-            yield item
-
-    return committed()
+def with_defaults(request: R, defaults: Mapping[str, Any]) -> R:
+    """The request with the deployment's default parameters filled in where the client sent none."""
+    if not defaults:
+        return request
+    fields = request.__struct_fields__
+    missing = {k: v for k, v in defaults.items() if k in fields and getattr(request, k) is None}
+    return msgspec.structs.replace(request, **missing) if missing else request
 
 
 class Gateway:
     def __init__(self, states: TenantStates) -> None:
         self._states = states
+        self._attempts = Attempts(states.board, states.rng)
 
-    async def _pick(self, principal: Principal, model: str, task: str) -> Deployment:
+    async def _plan(self, principal: Principal, model: str, task: str) -> Plan:
         if not principal.may_use(model):
             raise ClientError(
                 f"This key may not use the model '{model}'.",
@@ -54,29 +46,55 @@ class Gateway:
                 code="model_not_allowed",
             )
         view = await self._states.view(principal.tenant_id)
-        return view.router.pick(model, task)
+        return view.router.plan(model, task)
 
     async def chat(self, principal: Principal, request: ChatRequest) -> ChatCompletion:
-        deployment = await self._pick(principal, request.model, "chat")
-        return await deployment.provider.chat(request, deployment.model_id)
+        plan = await self._plan(principal, request.model, "chat")
+
+        async def call(d: Deployment) -> ChatCompletion:
+            return await d.provider.chat(with_defaults(request, d.defaults), d.model_id)
+
+        return await self._attempts.unary(plan, call_record(), call)
 
     async def open_chat_stream(self, principal: Principal, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        deployment = await self._pick(principal, request.model, "chat")
-        return await prime(deployment.provider.stream_chat(request, deployment.model_id))
+        plan = await self._plan(principal, request.model, "chat")
+        return await self._attempts.stream(
+            plan,
+            call_record(),
+            lambda d: d.provider.stream_chat(with_defaults(request, d.defaults), d.model_id),
+        )
 
     async def complete(self, principal: Principal, request: CompletionRequest) -> Completion:
-        deployment = await self._pick(principal, request.model, "completions")
-        return await deployment.provider.complete(request, deployment.model_id)
+        plan = await self._plan(principal, request.model, "completions")
+
+        async def call(d: Deployment) -> Completion:
+            return await d.provider.complete(with_defaults(request, d.defaults), d.model_id)
+
+        return await self._attempts.unary(plan, call_record(), call)
 
     async def open_completion_stream(
         self, principal: Principal, request: CompletionRequest
     ) -> AsyncIterator[Completion]:
-        deployment = await self._pick(principal, request.model, "completions")
-        return await prime(deployment.provider.stream_complete(request, deployment.model_id))
+        plan = await self._plan(principal, request.model, "completions")
+        return await self._attempts.stream(
+            plan,
+            call_record(),
+            lambda d: d.provider.stream_complete(with_defaults(request, d.defaults), d.model_id),
+        )
 
     async def embed(self, principal: Principal, request: EmbeddingRequest) -> EmbeddingResponse:
-        deployment = await self._pick(principal, request.model, "embeddings")
-        return await deployment.provider.embed(request, deployment.model_id)
+        plan = await self._plan(principal, request.model, "embeddings")
+
+        async def call(d: Deployment) -> EmbeddingResponse:
+            return await d.provider.embed(request, d.model_id)
+
+        return await self._attempts.unary(plan, call_record(), call)
+
+    async def deployment_health(self, principal: Principal) -> list[tuple[Deployment, HealthSnapshot]]:
+        view = await self._states.view(principal.tenant_id)
+        deployments = {d.key: d for group in view.router.models().values() for d in group}
+        snapshots = self._states.board.snapshot(deployments)
+        return [(deployments[s.key], s) for s in snapshots]
 
     async def list_models(self, principal: Principal) -> ModelList:
         view = await self._states.view(principal.tenant_id)

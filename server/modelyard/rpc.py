@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,8 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from modelyard.errors import GatewayError
+from modelyard.errors import ClientError, GatewayError
+from modelyard.routing.call import TIMEOUT_HEADER, CallRecord, current_call
 from modelyard.tenancy import TENANT_HEADER, Authenticator, current_principal
 
 log = logging.getLogger("modelyard.rpc")
@@ -25,6 +27,7 @@ PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 SCOPE_BY_SERVICE = {
     "/modelyard.v1.Admin/": "admin",
     "/modelyard.v1.AdminRest/": "admin",
+    "/modelyard.v1.Routing/": "admin",
     "/modelyard.v1.Inference/": "inference",
     "/modelyard.v1.OpenAI/": "inference",
 }
@@ -116,41 +119,87 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
             )
         return handler
 
-    def _authenticate(self, context: grpc.aio.ServicerContext, scope: str) -> None:
+    def _begin(self, context: grpc.aio.ServicerContext, scope: str) -> CallRecord:
+        """Authenticate the caller and open the call's record (with the client's deadline)."""
         metadata = dict(context.invocation_metadata() or ())
+        record = CallRecord()
+        current_call.set(record)
         principal = self._authenticator.authenticate(
             metadata.get("authorization"), metadata.get(TENANT_HEADER)
         )
         principal.require(scope)
         current_principal.set(principal)
+        record.deadline = _deadline(record.started, context.time_remaining(), metadata.get(TIMEOUT_HEADER))
+        return record
 
     def _wrap_unary(self, behavior: Any, scope: str, rest: bool) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            record: CallRecord | None = None
             try:
-                self._authenticate(context, scope)
-                return await behavior(request, context)
+                record = self._begin(context, scope)
+                response = await behavior(request, context)
+                await _announce(context, record)
+                return response
             except GatewayError as error:
-                await _abort(context, error, rest)
+                await _abort(context, error, rest, record)
             except Exception:
                 log.exception("unhandled error in %s", type(behavior).__qualname__)
-                await _abort(context, internal_error(), rest)
+                await _abort(context, internal_error(), rest, record)
 
         return wrapped
 
     def _wrap_stream(self, behavior: Any, scope: str, rest: bool) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            record: CallRecord | None = None
             try:
-                self._authenticate(context, scope)
+                record = self._begin(context, scope)
+                announced = False
                 async for item in behavior(request, context):
+                    if not announced:
+                        await _announce(context, record)
+                        announced = True
                     yield item
+                if not announced:
+                    await _announce(context, record)
             except GatewayError as error:
-                await _abort(context, error, rest)
+                await _abort(context, error, rest, record)
             except Exception:
                 log.exception("unhandled error in a streaming call")
-                await _abort(context, internal_error(), rest)
+                await _abort(context, internal_error(), rest, record)
 
         return wrapped
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: GatewayError, rest: bool) -> None:
-    await context.abort(error.grpc_code, error.message, trailing_metadata=error_metadata(error, rest))
+def _deadline(started: float, grpc_remaining: float | None, header: str | None) -> float | None:
+    """The earlier of the gRPC deadline and the REST timeout header, as a monotonic time."""
+    limits = [grpc_remaining] if grpc_remaining is not None else []
+    if header is not None:
+        try:
+            seconds = float(header)
+        except ValueError:
+            seconds = math.nan
+        if not (0 < seconds <= 86400):
+            raise ClientError(
+                f"The {TIMEOUT_HEADER} header must be a number of seconds between 0 and 86400.",
+                param=TIMEOUT_HEADER,
+                code="invalid_timeout",
+            )
+        limits.append(seconds)
+    return started + min(limits) if limits else None
+
+
+async def _announce(context: grpc.aio.ServicerContext, record: CallRecord) -> None:
+    """Which deployment served the call: response headers on REST, initial and trailing metadata on gRPC."""
+    if record.attempts:
+        metadata = record.metadata()
+        await context.send_initial_metadata(metadata)
+        context.set_trailing_metadata(metadata)
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, error: GatewayError, rest: bool, record: CallRecord | None
+) -> None:
+    served = record.metadata() if record is not None and record.attempts else ()
+    await context.abort(
+        error.grpc_code, error.message, trailing_metadata=(*error_metadata(error, rest), *served)
+    )

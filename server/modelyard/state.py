@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from modelyard.config import GatewayConfig, ModelEntry
+from modelyard.config import GatewayConfig, ModelEntry, RouteEntry, expand
 from modelyard.errors import GatewayError
 from modelyard.providers.base import Provider
 from modelyard.providers.registry import PROVIDER_TYPES
-from modelyard.router import Deployment, Router, WeightedRoundRobin
+from modelyard.routing.deployment import Deployment
+from modelyard.routing.health import HealthBoard
+from modelyard.routing.policy import Policy
+from modelyard.routing.strategies import make_balancer
+from modelyard.routing.targets import Pool, Router, Split, Target
 from modelyard.store.base import Store
 from modelyard.store.records import SECRET_MARKER, ProviderRecord, SecretRecord
 from modelyard.tenancy import DEFAULT_TENANT_ID
@@ -55,52 +60,105 @@ class UnavailableProvider(Provider):
     stream_chat = complete = stream_complete = embed = chat  # type: ignore[assignment]
 
 
+@dataclass(frozen=True)
+class ConfigState:
+    """One generation of the config file, with its adapters built; swapped whole on reload."""
+
+    generation: int
+    config: GatewayConfig
+    providers: Mapping[str, Provider]
+    deployments: tuple[Deployment, ...]
+    routes: tuple[RouteEntry, ...]
+    default_policy: Policy
+
+
 class TenantStates:
     def __init__(
         self, config: GatewayConfig, store: Store, secrets: SecretRevealer, transport: HttpTransport
     ):
-        self._config = config
         self._store = store
         self._secrets = secrets
         self._transport = transport
-        self._views: dict[str, tuple[int, TenantView]] = {}
+        self._views: dict[str, tuple[tuple[int, int], TenantView]] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._config_providers = {
-            config_provider_id(p.name): PROVIDER_TYPES[p.type].create(p.name, p.data, transport)
-            for p in config.providers
+        self.board = HealthBoard(config.routing.breaker)
+        self.rng = random.Random(config.routing.seed)
+        self._current = self._load(config, generation=1)
+
+    @property
+    def generation(self) -> int:
+        return self._current.generation
+
+    def use_config(self, config: GatewayConfig) -> None:
+        """Serve `config` from the next request on; requests in flight keep what they hold."""
+        self._current = self._load(config, self._current.generation + 1)
+        self.board.use_config(config.routing.breaker)
+
+    def _load(self, config: GatewayConfig, generation: int) -> ConfigState:
+        expanded = expand(config)
+        providers = {
+            config_provider_id(p.name): PROVIDER_TYPES[p.type].create(p.name, p.data, self._transport)
+            for p in expanded.providers
         }
+        deployments = tuple(
+            _config_deployment(model, providers[config_provider_id(model.provider)])
+            for model in expanded.models
+        )
+        return ConfigState(
+            generation, config, providers, deployments, expanded.routes, config.routing.resolve("")
+        )
 
     async def view(self, tenant_id: str) -> TenantView:
-        version = self._store.version()
+        version = (self._store.version(), self._current.generation)
         cached = self._views.get(tenant_id)
         if cached is not None and cached[0] == version:
             return cached[1]
         async with self._locks[tenant_id]:
             cached = self._views.get(tenant_id)
             if cached is None or cached[0] != version:
-                cached = (version, await self._build(tenant_id))
+                cached = (version, await self._build(tenant_id, self._current))
                 self._views[tenant_id] = cached
         return cached[1]
 
-    async def _build(self, tenant_id: str) -> TenantView:
+    async def _build(self, tenant_id: str, current: ConfigState) -> TenantView:
         providers: dict[str, Provider] = {}
+        deployments: list[Deployment] = []
+        routes: tuple[RouteEntry, ...] = ()
         if tenant_id == DEFAULT_TENANT_ID:
-            providers.update(self._config_providers)
+            providers.update(current.providers)
+            deployments.extend(current.deployments)
+            routes = current.routes
         for record in self._store.list_providers(tenant_id):
             providers[record.id] = await self._provider(record)
-        deployments = list(self._config_deployments(tenant_id))
         for model in self._store.list_models(tenant_id):
             provider = providers.get(model.provider_id)
             if provider is not None:
-                deployments.append(Deployment(model.alias, model.model_id, provider, model.weight))
-        return TenantView(router=_router(deployments), created=int(time.time()), providers=providers)
+                key = f"{tenant_id}/{model.provider_id}/{model.model_id}"
+                deployments.append(Deployment(model.alias, model.model_id, provider, model.weight, key=key))
+        policy_source = current.config.routing if tenant_id == DEFAULT_TENANT_ID else None
+        router = self._router(deployments, routes, policy_source, current.default_policy)
+        return TenantView(router=router, created=int(time.time()), providers=providers)
 
-    def _config_deployments(self, tenant_id: str) -> Iterable[Deployment]:
-        if tenant_id != DEFAULT_TENANT_ID:
-            return
-        for model in self._config.models:
-            provider = self._config_providers[config_provider_id(model.provider)]
-            yield _config_deployment(model, provider)
+    def _router(
+        self,
+        deployments: list[Deployment],
+        routes: tuple[RouteEntry, ...],
+        routing: Any,
+        default_policy: Policy,
+    ) -> Router:
+        grouped: defaultdict[str, list[Deployment]] = defaultdict(list)
+        for deployment in deployments:
+            grouped[deployment.alias].append(deployment)
+        names = [*grouped, *(route.name for route in routes)]
+        policies = {name: routing.resolve(name) for name in names} if routing is not None else {}
+        targets: dict[str, Target] = {}
+        for alias, group in grouped.items():
+            strategy = policies.get(alias, default_policy).strategy
+            targets[alias] = Pool(alias, make_balancer(strategy, group, self.board, self.rng))
+        for route in routes:
+            destinations = [(targets[name], pct) for name, pct in route.destinations if name in targets]
+            targets[route.name] = Split(route.name, destinations, self.rng)
+        return Router(targets, policies, default_policy)
 
     async def _provider(self, record: ProviderRecord) -> Provider:
         spec = PROVIDER_TYPES[record.type]
@@ -120,11 +178,5 @@ class TenantStates:
 
 def _config_deployment(model: ModelEntry, provider: Provider) -> Deployment:
     tasks = frozenset(model.tasks) if model.tasks else None
-    return Deployment(model.name, model.id, provider, model.weight, tasks)
-
-
-def _router(deployments: list[Deployment]) -> Router:
-    grouped: defaultdict[str, list[Deployment]] = defaultdict(list)
-    for deployment in deployments:
-        grouped[deployment.alias].append(deployment)
-    return Router({alias: WeightedRoundRobin(group) for alias, group in grouped.items()})
+    key = f"{DEFAULT_TENANT_ID}/{config_provider_id(model.provider)}/{model.id}"
+    return Deployment(model.name, model.id, provider, model.weight, tasks, key, dict(model.defaults))

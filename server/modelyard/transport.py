@@ -7,8 +7,10 @@ appear in errors because some providers put credentials in them.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aiohttp
@@ -23,6 +25,27 @@ class Timeouts:
     connect: float = 10.0
     first_byte: float = 300.0
     total: float | None = None
+
+
+@dataclass(frozen=True)
+class AttemptLimits:
+    """The running attempt's limits, set by the router around each upstream attempt."""
+
+    connect: float
+    first_byte: float
+    deadline: float
+    """Monotonic time at which the whole attempt (a stream included) must be over."""
+
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        remaining = max(0.001, self.deadline - time.monotonic())
+        return aiohttp.ClientTimeout(
+            total=remaining,
+            sock_connect=min(self.connect, remaining),
+            sock_read=min(self.first_byte, remaining),
+        )
+
+
+attempt_limits: ContextVar[AttemptLimits | None] = ContextVar("attempt_limits", default=None)
 
 
 @dataclass(frozen=True)
@@ -87,8 +110,10 @@ class HttpTransport:
     async def _request(
         self, provider: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        limits = attempt_limits.get()
+        timeout = limits.client_timeout() if limits is not None else aiohttp.helpers.sentinel
         try:
-            async with self._client().post(url, data=body, headers=headers) as response:
+            async with self._client().post(url, data=body, headers=headers, timeout=timeout) as response:
                 yield response
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _transport_error(provider, exc) from None

@@ -24,6 +24,7 @@ from modelyard.secrets.keys import MasterKey
 from modelyard.secrets.vault import SecretVault
 from modelyard.service.admin import AdminRestService, AdminService
 from modelyard.service.inference import InferenceService
+from modelyard.service.routing import RoutingService
 from modelyard.state import TenantStates
 from modelyard.store.sqlite import STORE_FILENAME, SqliteStore
 from modelyard.tenancy import Authenticator
@@ -35,6 +36,8 @@ from modelyard.v1 import (
     inference_pb2_grpc,
     openai_pb2,
     openai_pb2_grpc,
+    routing_pb2,
+    routing_pb2_grpc,
 )
 
 log = logging.getLogger("modelyard.worker")
@@ -44,6 +47,7 @@ SERVICE_NAMES = (
     openai_pb2.DESCRIPTOR.services_by_name["OpenAI"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminRest"].full_name,
+    routing_pb2.DESCRIPTOR.services_by_name["Routing"].full_name,
 )
 DRAIN_SECONDS = 20.0
 MAX_METADATA_BYTES = 128 * 1024
@@ -101,6 +105,7 @@ def build_server(
     admin = AdminService(services.admin)
     admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
     admin_pb2_grpc.add_AdminRestServicer_to_server(AdminRestService(admin), server)
+    routing_pb2_grpc.add_RoutingServicer_to_server(RoutingService(services.gateway), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -24,7 +24,7 @@ from modelyard.providers.base import Capability
 from modelyard.v1 import chat_pb2, common_pb2, inference_pb2_grpc
 
 from tests.conformance.framework import Fake, ProviderCase, discover, models_for
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import SINGLE_ATTEMPT, GatewayProcess
 
 CASES = discover()
 IMAGE = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
@@ -57,6 +57,7 @@ def gateway(fakes: dict[str, Fake], tmp_path_factory: pytest.TempPathFactory) ->
             {"name": c.name, "type": c.type, "data": c.provider_data(fakes[c.name])} for c in CASES
         ],
         "models": [entry for c in CASES for entry in models_for(c)],
+        "routing": SINGLE_ATTEMPT,
     }
     env = {k: v for c in CASES for k, v in c.env.items()}
     process = GatewayProcess(

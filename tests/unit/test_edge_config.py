@@ -68,7 +68,12 @@ def test_listener_address(settings: EdgeSettings) -> None:
 def test_transcoder(settings: EdgeSettings) -> None:
     _, transcoder = _filter(_manager(render(settings)), "envoy.filters.http.grpc_json_transcoder")
     assert transcoder["convert_grpc_status"] is True
-    assert transcoder["services"] == ["modelyard.v1.OpenAI", "modelyard.v1.Admin", "modelyard.v1.AdminRest"]
+    assert transcoder["services"] == [
+        "modelyard.v1.OpenAI",
+        "modelyard.v1.Admin",
+        "modelyard.v1.AdminRest",
+        "modelyard.v1.Routing",
+    ]
     assert transcoder["max_request_body_size"] == settings.max_request_bytes
     assert transcoder["proto_descriptor"] == str(settings.descriptor)
 

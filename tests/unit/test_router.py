@@ -9,9 +9,15 @@ from collections import Counter
 import pytest
 from modelyard.errors import ClientError
 from modelyard.providers.base import Provider
-from modelyard.router import Deployment, Router, WeightedRoundRobin
+from modelyard.routing.deployment import Deployment
+from modelyard.routing.strategies import Balancer, WeightedRoundRobin
+from modelyard.routing.targets import Pool, Router
 
 PROVIDER = Provider("p", "demo", None, None)  # type: ignore[arg-type]
+
+
+def _router(balancers: dict[str, Balancer]) -> Router:
+    return Router({name: Pool(name, balancer) for name, balancer in balancers.items()})
 
 
 def _balancer(weights: tuple[int, ...]) -> WeightedRoundRobin:
@@ -90,7 +96,7 @@ def test_balancer_needs_a_deployment() -> None:
 def test_router_picks_by_alias_and_lists_models() -> None:
     chat = _balancer((1, 1))
     embed = _balancer((1,))
-    router = Router({"chat": chat, "embed": embed})
+    router = _router({"chat": chat, "embed": embed})
     assert [router.pick("chat", "chat").model_id for _ in range(4)] == ["d0", "d1", "d0", "d1"]
     assert router.pick("embed", "embeddings").model_id == "d0"
     assert {alias: [d.model_id for d in group] for alias, group in router.models().items()} == {
@@ -102,7 +108,7 @@ def test_router_picks_by_alias_and_lists_models() -> None:
 @pytest.mark.parametrize("alias", ["unknown", "", "CHAT", "chat ", "openai/gpt-4o"])
 @pytest.mark.parametrize("task", ["chat", "completions", "embeddings"])
 def test_unknown_alias_is_404_model_not_found(alias: str, task: str) -> None:
-    router = Router({"chat": _balancer((1,))})
+    router = _router({"chat": _balancer((1,))})
     with pytest.raises(ClientError) as caught:
         router.pick(alias, task)
     error = caught.value
@@ -129,7 +135,7 @@ def _deployment(model_id: str, tasks: frozenset[str] | None, weight: int = 1) ->
     ],
 )
 def test_deployment_tasks_gate_the_pick(tasks: frozenset[str] | None, task: str, allowed: bool) -> None:
-    router = Router({"m": WeightedRoundRobin([_deployment("d0", tasks)])})
+    router = _router({"m": WeightedRoundRobin([_deployment("d0", tasks)])})
     if allowed:
         assert router.pick("m", task).model_id == "d0"
         return
@@ -140,7 +146,7 @@ def test_deployment_tasks_gate_the_pick(tasks: frozenset[str] | None, task: str,
 
 
 def test_mixed_task_alias_routes_each_task_to_a_deployment_that_serves_it() -> None:
-    router = Router(
+    router = _router(
         {
             "m": WeightedRoundRobin(
                 [_deployment("chat", frozenset({"chat"})), _deployment("emb", frozenset({"embeddings"}))]

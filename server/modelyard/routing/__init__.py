@@ -1,0 +1,1 @@
+"""Steering requests: names → targets → ordered deployments, attempts, health and policies."""
