@@ -63,7 +63,7 @@ def config(base_url: str, key: str) -> dict[str, object]:
             }
         ],
         "routing": {
-            "breaker": {"consecutive_failures": 1000000, "min_requests": 1000000, "eject_on_429": False},
+            "breaker": {"consecutive_failures": 1000, "min_requests": 100000, "eject_on_429": False},
             "policies": {"after-500": {"fallbacks": ["direct"]}, "after-refused": {"fallbacks": ["direct"]}},
         },
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ BREAKER_OFF = {"consecutive_failures": 1000, "min_requests": 100000, "eject_on_4
 FIRST_TOKEN_TIMEOUT = 1.0
 ATTEMPT_BUDGET = 2  # one deployment, plus the default single retry
 CLIENT_ERRORS = (400, 401, 403, 404, 422)
+SPLIT_REQUESTS = 2000
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,28 @@ def _routing_config(base_url: str) -> dict[str, object]:
     for status in CLIENT_ERRORS:
         models.append({"provider": "up", "id": f"error-{status}", "alias": f"client-{status}"})
         policies[f"client-{status}"] = {"fallbacks": ["healthy"]}
+    models += [
+        {
+            "provider": "up",
+            "id": "gpt-4o",
+            "alias": "with-defaults",
+            "defaults": {"temperature": 0.7, "top_p": 0.9},
+        },
+        {"provider": "up", "id": "gpt-4o", "alias": "split-a"},
+        {"provider": "up", "id": "gpt-4.1", "alias": "split-b"},
+    ]
     return {
+        "routes": [
+            {
+                "name": "split",
+                "task_type": "llm/v1/chat",
+                "destinations": [
+                    {"name": "split-a", "traffic_percentage": 80},
+                    {"name": "split-b", "traffic_percentage": 20},
+                ],
+                "routing_strategy": "TRAFFIC_SPLIT",
+            }
+        ],
         "providers": [
             {"name": "up", "type": "openai", "data": {"apikey": UPSTREAM_KEY, "base_url": base_url}},
             {
@@ -231,3 +254,31 @@ def test_response_headers_report_provider_deployment_attempts_and_overhead(gatew
     streamed = _chat(gateway, "healthy", True)
     assert streamed.headers["x-modelyard-deployment"] == "up/gpt-4o-mini"
     assert streamed.headers["content-type"].startswith("text/event-stream")
+
+
+def test_a_route_splits_traffic_within_3_percent_over_2000_requests(gateway: GatewayProcess) -> None:
+    served: Counter[str] = Counter()
+    body = {"model": "split", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(headers={"Authorization": f"Bearer {gateway.admin_key}"}, timeout=10) as client:
+        for _ in range(SPLIT_REQUESTS):
+            response = client.post(f"{gateway.base_url}/chat/completions", json=body)
+            assert response.status_code == 200
+            served[response.headers["x-modelyard-deployment"]] += 1
+    share = served["up/gpt-4o"] / SPLIT_REQUESTS
+    assert set(served) == {"up/gpt-4o", "up/gpt-4.1"}
+    assert abs(share - 0.80) <= 0.03, served
+
+
+def test_default_parameters_apply_only_where_the_client_sent_none(
+    gateway: GatewayProcess, upstream: FakeOpenAI
+) -> None:
+    headers = {"Authorization": f"Bearer {gateway.admin_key}"}
+    url = f"{gateway.base_url}/chat/completions"
+    sent = []
+    for extra in ({}, {"temperature": 0.1}):
+        body = {"model": "with-defaults", "messages": [{"role": "user", "content": "hi"}], **extra}
+        before = len(upstream.requests)
+        assert httpx.post(url, json=body, headers=headers, timeout=10).status_code == 200
+        sent.append(upstream.requests[before].json)
+    assert (sent[0]["temperature"], sent[0]["top_p"]) == (0.7, 0.9)
+    assert (sent[1]["temperature"], sent[1]["top_p"]) == (0.1, 0.9)

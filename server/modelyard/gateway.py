@@ -28,8 +28,12 @@ def with_defaults(request: R, defaults: Mapping[str, Any]) -> R:
     if not defaults:
         return request
     fields = request.__struct_fields__
-    missing = {k: v for k, v in defaults.items() if k in fields and getattr(request, k) is None}
+    missing = {k: v for k, v in defaults.items() if k in fields and _unset(getattr(request, k))}
     return msgspec.structs.replace(request, **missing) if missing else request
+
+
+def _unset(value: object) -> bool:
+    return value is None or value is msgspec.UNSET
 
 
 class Gateway:
