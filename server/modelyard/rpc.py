@@ -138,7 +138,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
             try:
                 record = self._begin(context, scope)
                 response = await behavior(request, context)
-                await _announce(context, record)
+                await _announce(context, record, rest)
                 return response
             except GatewayError as error:
                 await _abort(context, error, rest, record)
@@ -156,11 +156,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 announced = False
                 async for item in behavior(request, context):
                     if not announced:
-                        await _announce(context, record)
+                        await _announce(context, record, rest)
                         announced = True
                     yield item
                 if not announced:
-                    await _announce(context, record)
+                    await _announce(context, record, rest)
             except GatewayError as error:
                 await _abort(context, error, rest, record)
             except Exception:
@@ -188,12 +188,15 @@ def _deadline(started: float, grpc_remaining: float | None, header: str | None) 
     return started + min(limits) if limits else None
 
 
-async def _announce(context: grpc.aio.ServicerContext, record: CallRecord) -> None:
-    """Which deployment served the call: response headers on REST, initial and trailing metadata on gRPC."""
+async def _announce(context: grpc.aio.ServicerContext, record: CallRecord, rest: bool) -> None:
+    """Which deployment served the call: response headers on REST (initial metadata, which costs a
+    send of its own), trailing metadata on gRPC."""
     if record.attempts:
         metadata = record.metadata()
-        await context.send_initial_metadata(metadata)
-        context.set_trailing_metadata(metadata)
+        if rest:
+            await context.send_initial_metadata(metadata)
+        else:
+            context.set_trailing_metadata(metadata)
 
 
 async def _abort(
