@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from modelyard.config import parse_config
+from modelyard.config import expand, parse_config
 
 from tests.gateway_process import free_port
 
@@ -168,3 +168,21 @@ def test_configuration_example_is_valid() -> None:
     config = parse_config(yaml.safe_load(example), env={"OPENAI_API_KEY": "sk-example"})
     assert [p.type for p in config.providers] == ["openai", "demo"]
     assert config.models[1].tasks == ("embeddings",)
+
+
+def test_routing_examples_are_valid_and_route_as_described() -> None:
+    """Each dialect's example in the Routing section parses; together they make one valid file."""
+    examples = [
+        yaml.safe_load(m.group("code"))
+        for m in BLOCK.finditer(section("Routing"))
+        if m.group("lang") == "yaml"
+    ]
+    env = {"OPENAI_API_KEY": "sk-example", "AZURE_OPENAI_API_KEY": "az-example"}
+    native, mlflow = (parse_config(example, env=env) for example in examples)
+    assert native.routing.resolve("chat").strategy == "least_in_flight"
+    assert native.routing.resolve("chat").fallbacks == ("chat-small",)
+    assert native.models[2].defaults == {"temperature": 0.2}
+    routes = expand(mlflow).routes
+    assert [(r.name, r.destinations) for r in routes] == [("chat-route", (("chat1", 80), ("chat2", 20)))]
+    combined = parse_config({**examples[0], **examples[1]}, env=env)
+    assert {m.name for m in expand(combined).models} >= {"chat", "chat-small", "chat1", "chat2"}

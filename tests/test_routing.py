@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import openai
 import pytest
 from modelyard.v1 import chat_pb2, inference_pb2_grpc
 
@@ -77,8 +78,34 @@ def _routing_config(base_url: str) -> dict[str, object]:
         {"provider": "up", "id": "gpt-4o", "alias": "split-a"},
         {"provider": "up", "id": "gpt-4.1", "alias": "split-b"},
     ]
+    mlflow_config = {"openai_api_key": UPSTREAM_KEY, "openai_api_base": base_url}
     return {
+        "endpoints": [
+            {
+                "name": "mlflow-chat",
+                "endpoint_type": "llm/v1/chat",
+                "model": {
+                    "provider": "openai",
+                    "name": "gpt-4o",
+                    "config": {**mlflow_config, "temperature": 0.3},
+                },
+                "limit": {"renewal_period": "minute", "calls": 1000},
+            },
+            {
+                "name": "mlflow-embeddings",
+                "endpoint_type": "llm/v1/embeddings",
+                "model": {"provider": "openai", "name": "text-embedding-3-small", "config": mlflow_config},
+            },
+        ],
         "routes": [
+            {
+                "name": "mlflow-route",
+                "task_type": "llm/v1/chat",
+                "destinations": [
+                    {"name": "mlflow-chat", "traffic_percentage": 50},
+                    {"name": "healthy", "traffic_percentage": 50},
+                ],
+            },
             {
                 "name": "split",
                 "task_type": "llm/v1/chat",
@@ -87,7 +114,7 @@ def _routing_config(base_url: str) -> dict[str, object]:
                     {"name": "split-b", "traffic_percentage": 20},
                 ],
                 "routing_strategy": "TRAFFIC_SPLIT",
-            }
+            },
         ],
         "providers": [
             {"name": "up", "type": "openai", "data": {"apikey": UPSTREAM_KEY, "base_url": base_url}},
@@ -282,3 +309,31 @@ def test_default_parameters_apply_only_where_the_client_sent_none(
         sent.append(upstream.requests[before].json)
     assert (sent[0]["temperature"], sent[0]["top_p"]) == (0.7, 0.9)
     assert (sent[1]["temperature"], sent[1]["top_p"]) == (0.1, 0.9)
+
+
+def test_mlflow_endpoints_and_routes_serve_through_the_openai_sdk(
+    gateway: GatewayProcess, upstream: FakeOpenAI
+) -> None:
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.admin_key, max_retries=0)
+    before = len(upstream.requests)
+    raw = client.chat.completions.with_raw_response.create(
+        model="mlflow-chat", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-modelyard-deployment"] == "endpoint:mlflow-chat/gpt-4o"
+    assert raw.parse().choices[0].message.content
+    sent = upstream.requests[before].json
+    assert (sent["model"], sent["temperature"]) == ("gpt-4o", 0.3), "the endpoint's default parameters"
+    embedding = client.embeddings.create(model="mlflow-embeddings", input="hello")
+    assert len(embedding.data[0].embedding) > 0
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="mlflow-chat", input="hello")
+    assert caught.value.code == "unsupported_task"
+    served = Counter(
+        client.chat.completions.with_raw_response.create(
+            model="mlflow-route", messages=[{"role": "user", "content": "hi"}]
+        ).headers["x-modelyard-deployment"]
+        for _ in range(40)
+    )
+    assert set(served) == {"endpoint:mlflow-chat/gpt-4o", "up/gpt-4o-mini"}
+    listed = {m.id for m in client.models.list().data}
+    assert {"mlflow-chat", "mlflow-embeddings", "mlflow-route", "split"} <= listed

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import yaml
 
 from modelyard import __version__
-from modelyard.config import ConfigError, GatewayConfig, load_config, parse_config
+from modelyard.config import ConfigError, GatewayConfig, expand, load_config, parse_config
 
 
 def _serve_overrides(args: argparse.Namespace, config: GatewayConfig) -> dict[str, Any]:
@@ -38,9 +38,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    aliases = {m.name for m in config.models}
-    print(f"{args.file}: OK ({len(config.providers)} providers, {len(aliases)} models)")
+    expanded = expand(load_config(args.file))
+    aliases = {m.name for m in expanded.models}
+    print(
+        f"{args.file}: OK ({len(expanded.providers)} providers, {len(aliases)} models, "
+        f"{len(expanded.routes)} routes)"
+    )
     return 0
 
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from modelyard.dialects.external import TASKS, Task, parameter_problem, serves
+from modelyard.dialects.mlflow import MlflowEndpoint, MlflowRoute
 from modelyard.providers.base import argument_problems
 from modelyard.providers.registry import PROVIDER_TYPES
 from modelyard.routing.policy import RoutingConfig
@@ -77,51 +79,22 @@ class ProviderEntry(Strict):
         return value
 
 
-Task = Literal["chat", "completions", "embeddings"]
-TASK_TYPES: dict[str, Task] = {
-    "llm/v1/chat": "chat",
-    "llm/v1/completions": "completions",
-    "llm/v1/embeddings": "embeddings",
-}
-DEFAULT_PARAMETERS: dict[str, tuple[type, ...]] = {
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "top_k": (int,),
-    "max_tokens": (int,),
-    "max_completion_tokens": (int,),
-    "stop": (str, list),
-    "presence_penalty": (int, float),
-    "frequency_penalty": (int, float),
-    "seed": (int,),
-}
-
-
-class Destination(Strict):
-    name: str
-    traffic_percentage: int = Field(ge=0, le=100)
-
-
-class RouteConfig(Strict):
-    """An MLflow AI Gateway route: a traffic split over endpoints or aliases."""
-
-    name: str = Field(pattern=NAME_PATTERN)
-    task_type: Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings"]
-    destinations: list[Destination] = Field(min_length=1)
-    routing_strategy: Literal["TRAFFIC_SPLIT"] = "TRAFFIC_SPLIT"
-
-    @model_validator(mode="after")
-    def _sums_to_100(self) -> RouteConfig:
-        total = sum(d.traffic_percentage for d in self.destinations)
-        if total != 100:
-            raise ValueError(f"route {self.name!r}: traffic percentages sum to {total}, not 100")
-        return self
-
-
 @dataclass(frozen=True)
 class RouteEntry:
     name: str
     task: str
+    """chat, completions or embeddings."""
     destinations: tuple[tuple[str, int], ...]
+    """(alias or endpoint name, traffic percentage), the percentages summing to 100."""
+
+
+@dataclass(frozen=True)
+class LimitEntry:
+    name: str
+    """The endpoint (alias) limited."""
+    calls: int
+    seconds: int
+    """At most `calls` calls per `seconds` (MLflow's renewal_period)."""
 
 
 class ModelEntry(Strict):
@@ -138,13 +111,8 @@ class ModelEntry(Strict):
     @classmethod
     def _known_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key, item in value.items():
-            kinds = DEFAULT_PARAMETERS.get(key)
-            if kinds is None:
-                raise ValueError(
-                    f"unknown default parameter {key!r} (known: {', '.join(DEFAULT_PARAMETERS)})"
-                )
-            if isinstance(item, bool) or not isinstance(item, kinds):
-                raise ValueError(f"default parameter {key!r} has the wrong type")
+            if (problem := parameter_problem(key, item)) is not None:
+                raise ValueError(problem)
         return value
 
     @property
@@ -159,7 +127,10 @@ class GatewayConfig(Strict):
     max_request_mb: int = Field(default=32, ge=1, le=512)
     providers: list[ProviderEntry] = Field(default_factory=list)
     models: list[ModelEntry] = Field(default_factory=list)
-    routes: list[RouteConfig] = Field(default_factory=list)
+    endpoints: list[MlflowEndpoint] = Field(default_factory=list)
+    """MLflow AI Gateway endpoints: each becomes a provider and a model aliased by its name."""
+    routes: list[MlflowRoute] = Field(default_factory=list)
+    """MLflow AI Gateway routes: traffic splits over endpoints and aliases."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @field_validator("providers")
@@ -176,47 +147,119 @@ class GatewayConfig(Strict):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:
-        names = [p.name for p in self.providers]
-        for index, model in enumerate(self.models):
-            if model.provider not in names:
-                raise ValueError(f"models[{index}].provider: no provider named {model.provider!r}")
-        aliases = {m.name for m in self.models}
-        for index, route in enumerate(self.routes):
-            if route.name in aliases:
-                raise ValueError(f"routes[{index}].name: {route.name!r} is already a model alias")
-            for number, destination in enumerate(route.destinations):
-                if destination.name not in aliases:
-                    raise ValueError(
-                        f"routes[{index}].destinations[{number}].name: no endpoint or alias named {destination.name!r}"
-                    )
-        known = aliases | {r.name for r in self.routes}
-        for name, policy in self.routing.policies.items():
-            if name not in known:
-                raise ValueError(f"routing.policies.{name}: no alias, endpoint or route of that name")
-            for fallback in policy.fallbacks or ():
-                if fallback not in known:
-                    raise ValueError(
-                        f"routing.policies.{name}.fallbacks: no alias, endpoint or route named {fallback!r}"
-                    )
+        for check in (_provider_problem, _name_problem, _route_problem, _policy_problem):
+            if (problem := check(self)) is not None:
+                raise ValueError(problem)
         return self
+
+
+def _provider_problem(config: GatewayConfig) -> str | None:
+    """Every model names a provider; no endpoint's generated provider takes a provider's name."""
+    names = {p.name: index for index, p in enumerate(config.providers)}
+    for index, model in enumerate(config.models):
+        if model.provider not in names:
+            return f"models[{index}].provider: no provider named {model.provider!r}"
+    for index, endpoint in enumerate(config.endpoints):
+        if endpoint.provider_name in names:
+            taken = names[endpoint.provider_name]
+            return (
+                f"endpoints[{index}].name: its provider {endpoint.provider_name!r} is already the name of "
+                f"providers[{taken}]"
+            )
+    return None
+
+
+def _name_problem(config: GatewayConfig) -> str | None:
+    """Model aliases, endpoint names and route names share one namespace (several models may share
+    an alias: they are balanced)."""
+    owners = {m.name: "a model alias" for m in config.models}
+    sections = (
+        ("endpoints", [e.name for e in config.endpoints]),
+        ("routes", [r.name for r in config.routes]),
+    )
+    for section, names in sections:
+        for index, name in enumerate(names):
+            if name in owners:
+                return f"{section}[{index}].name: {name!r} is already {owners[name]}"
+            owners[name] = f"the name of {section}[{index}]"
+    return None
+
+
+def _served_tasks(config: GatewayConfig) -> dict[str, set[str]]:
+    """Each alias and endpoint → the tasks it serves (a model without `tasks`: its provider's)."""
+    types = {p.name: p.type for p in config.providers}
+    served: dict[str, set[str]] = {}
+    for model in config.models:
+        tasks = model.tasks or tuple(t for t in TASKS.values() if serves(types[model.provider], t))
+        served.setdefault(model.name, set()).update(tasks)
+    for endpoint in config.endpoints:
+        served[endpoint.name] = {endpoint.task}
+    return served
+
+
+def _route_problem(config: GatewayConfig) -> str | None:
+    """Every destination is an endpoint or alias (not a route: one level) serving the route's task."""
+    served = _served_tasks(config)
+    routes = {r.name for r in config.routes}
+    for index, route in enumerate(config.routes):
+        for number, destination in enumerate(route.destinations):
+            where, name = f"routes[{index}].destinations[{number}].name", destination.name
+            if name in routes:
+                return f"{where}: {name!r} is a route; a route's destinations are endpoints or aliases"
+            if name not in served:
+                return f"{where}: no endpoint or alias named {name!r}"
+            if route.task not in served[name]:
+                return f"{where}: {name!r} does not serve {route.task_type}, the task of route {route.name!r}"
+    return None
+
+
+def _policy_problem(config: GatewayConfig) -> str | None:
+    known = set(_served_tasks(config)) | {r.name for r in config.routes}
+    for name, policy in config.routing.policies.items():
+        if name not in known:
+            return f"routing.policies.{name}: no alias, endpoint or route of that name"
+        for fallback in policy.fallbacks or ():
+            if fallback not in known:
+                return f"routing.policies.{name}.fallbacks: no alias, endpoint or route named {fallback!r}"
+    return None
 
 
 @dataclass(frozen=True)
 class Expanded:
     providers: tuple[ProviderEntry, ...]
+    """The config's providers, then one per MLflow endpoint, named `endpoint:{endpoint name}`."""
     models: tuple[ModelEntry, ...]
+    """The config's models, then one per endpoint: aliased by its name, serving its task only."""
     routes: tuple[RouteEntry, ...]
+    limits: tuple[LimitEntry, ...] = ()
+    """The endpoints' `limit`s, by endpoint name."""
 
 
 def expand(config: GatewayConfig) -> Expanded:
     """The config as the router builds it: every dialect turned into providers, models and routes."""
-    routes = tuple(
-        RouteEntry(
-            r.name, TASK_TYPES[r.task_type], tuple((d.name, d.traffic_percentage) for d in r.destinations)
+    providers, models = list(config.providers), list(config.models)
+    for endpoint in config.endpoints:
+        translated = endpoint.model.translated
+        providers.append(
+            ProviderEntry(name=endpoint.provider_name, type=translated.type_name, data=translated.data)
         )
+        models.append(
+            ModelEntry(
+                provider=endpoint.provider_name,
+                id=translated.upstream_model(endpoint.model.name),
+                alias=endpoint.name,
+                tasks=(endpoint.task,),
+                defaults=translated.defaults,
+            )
+        )
+    routes = tuple(
+        RouteEntry(r.name, r.task, tuple((d.name, d.traffic_percentage) for d in r.destinations))
         for r in config.routes
     )
-    return Expanded(tuple(config.providers), tuple(config.models), routes)
+    limits = tuple(
+        LimitEntry(e.name, e.limit.calls, e.limit.seconds) for e in config.endpoints if e.limit is not None
+    )
+    return Expanded(tuple(providers), tuple(models), routes, limits)
 
 
 def _resolve_env(value: Any, path: str, env: Mapping[str, str]) -> Any:
@@ -230,6 +273,15 @@ def _resolve_env(value: Any, path: str, env: Mapping[str, str]) -> Any:
             raise ConfigError(f"{path}: environment variable {name} is not set")
         return env[name]
     return value
+
+
+def _endpoint_env(endpoint: Any, index: int, env: Mapping[str, str]) -> Any:
+    """An MLflow endpoint with `$NAME` strings in its `model.config` (nested ones too) resolved."""
+    model = endpoint.get("model") if isinstance(endpoint, dict) else None
+    if not isinstance(model, dict) or "config" not in model:
+        return endpoint
+    config = _resolve_env(model["config"], f"endpoints[{index}].model.config", env)
+    return {**endpoint, "model": {**model, "config": config}}
 
 
 def _location(loc: Sequence[int | str]) -> str:
@@ -248,7 +300,8 @@ def _describe(error: ValidationError) -> str:
 
 
 def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfig:
-    """Validate an already-parsed document; `$NAME` strings in provider data come from `env`."""
+    """Validate an already-parsed document; `$NAME` strings in provider data and in MLflow
+    endpoints' `model.config` come from `env`."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -265,6 +318,9 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> GatewayConfi
                 for i, p in enumerate(providers)
             ],
         }
+    endpoints = raw.get("endpoints")
+    if isinstance(endpoints, list):
+        raw = {**raw, "endpoints": [_endpoint_env(e, i, env) for i, e in enumerate(endpoints)]}
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:

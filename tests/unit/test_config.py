@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
 SECRET = "sk-test-" + "q7" * 12
 """A credential that must never appear in any error text."""
+_ENDPOINT: dict[str, Any] = {
+    "name": "chat",
+    "endpoint_type": "llm/v1/chat",
+    "model": {"provider": "openai", "name": "gpt-4o", "config": {"openai_api_key": "$OPENAI_API_KEY"}},
+}
+"""An MLflow AI Gateway endpoint."""
 
 
 def _write(tmp_path: Path, document: Any) -> Path:
@@ -92,6 +98,44 @@ def test_env_references_resolve_in_every_data_field() -> None:
     assert settings.apikey.get_secret_value() == SECRET  # type: ignore[attr-defined]
     assert settings.base_url == "http://vllm.internal:8000/v1"  # type: ignore[attr-defined]
     assert settings.organization == "org-9"  # type: ignore[attr-defined]
+
+
+def test_env_references_resolve_in_endpoint_config_at_any_depth() -> None:
+    config = {
+        "aws_config": {
+            "aws_region": "${REGION}",
+            "aws_access_key_id": "$KEY_ID",
+            "aws_secret_access_key": "$KEY",
+        },
+        "bedrock_provider": "$FAMILY",
+    }
+    endpoint = {
+        "name": "c",
+        "endpoint_type": "llm/v1/chat",
+        "model": {"provider": "bedrock", "name": "m", "config": config},
+    }
+    env = {"REGION": "us-east-1", "KEY_ID": "AKIAEXAMPLEKEYID0000", "KEY": SECRET, "FAMILY": "cohere"}
+    model = parse_config({"endpoints": [endpoint]}, env).endpoints[0].model
+    assert model.config == {
+        "aws_config": {
+            "aws_region": "us-east-1",
+            "aws_access_key_id": "AKIAEXAMPLEKEYID0000",
+            "aws_secret_access_key": SECRET,
+        },
+        "bedrock_provider": "cohere",
+    }
+    assert model.translated.upstream_model(model.name) == "cohere.m"
+
+
+def test_endpoint_errors_never_show_a_resolved_value() -> None:
+    endpoint = {
+        **_ENDPOINT,
+        "model": {**_ENDPOINT["model"], "config": {"openai_api_key": "$KEY", "top_p": "$KEY"}},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"endpoints": [endpoint]}, {"KEY": SECRET})
+    assert "default parameter 'top_p' has the wrong type" in str(caught.value)
+    assert SECRET not in str(caught.value)
 
 
 def test_env_references_only_resolve_in_provider_data() -> None:
@@ -197,6 +241,40 @@ BROKEN = [
         "providers[0].data.apikey",
         "NOT_SET_ANYWHERE",
         id="missing-env-var",
+    ),
+    pytest.param(
+        {"endpoints": [_ENDPOINT]},
+        "endpoints[0].model.config.openai_api_key",
+        "environment variable OPENAI_API_KEY is not set",
+        id="endpoint-missing-env-var",
+    ),
+    pytest.param(
+        {
+            "endpoints": [{**_ENDPOINT, "model": {**_ENDPOINT["model"], "config": {"openai_api_key": "k"}}}]
+            * 2
+        },
+        "endpoints[1].name",
+        "'chat' is already the name of endpoints[0]",
+        id="duplicate-endpoint-names",
+    ),
+    pytest.param(
+        {
+            "providers": _PROVIDERS,
+            "models": [{"provider": "demo", "id": "m", "alias": "a"}],
+            "routes": [
+                {
+                    "name": "r",
+                    "task_type": "llm/v1/chat",
+                    "destinations": [
+                        {"name": "a", "traffic_percentage": 70},
+                        {"name": "b", "traffic_percentage": 20},
+                    ],
+                }
+            ],
+        },
+        "routes[0]",
+        "traffic percentages sum to 90, not 100",
+        id="route-percentages",
     ),
 ]
 
