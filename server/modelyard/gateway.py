@@ -95,10 +95,12 @@ class Gateway:
         return await self._attempts.unary(plan, call_record(), call)
 
     async def deployment_health(self, principal: Principal) -> list[tuple[Deployment, HealthSnapshot]]:
+        """Each alias's deployments (a deployment under two aliases is listed twice, with one health)."""
         view = await self._states.view(principal.tenant_id)
-        deployments = {d.key: d for group in view.router.models().values() for d in group}
-        snapshots = self._states.board.snapshot(deployments)
-        return [(deployments[s.key], s) for s in snapshots]
+        pools = [d for group in view.router.models().values() for d in group]
+        deployments = list({(d.alias, d.key): d for d in pools}.values())
+        snapshots = self._states.board.snapshot(d.key for d in deployments)
+        return list(zip(deployments, snapshots, strict=True))
 
     async def list_models(self, principal: Principal) -> ModelList:
         view = await self._states.view(principal.tenant_id)

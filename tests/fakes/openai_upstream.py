@@ -12,8 +12,9 @@ Behaviour in short:
 * Tokens are words: ``prompt_tokens`` counts whitespace-separated words of every message text (85 per
   image part), ``completion_tokens`` counts the words of every choice's reply (a tool call counts
   one token per streamed argument fragment plus one for its name).
-* Scenarios chosen by the requested model name: ``error-<status>``, ``slow-stream``, ``stall``,
-  ``garbage`` and ``midstream-drop`` (see ``Scenario``).
+* Scenarios chosen by the requested model name: ``error-<status>[-<retry-after>]``, ``slow-stream``,
+  ``stall``, ``stall-first-token``, ``latency-<ms>``, ``reset``, ``garbage`` and ``midstream-drop``
+  (see ``Scenario``).
 
 Standalone: ``python -m tests.fakes.openai_upstream --port 18000 --api-key KEY [--quiet]``.
 """
@@ -204,7 +205,7 @@ def error_response(
     )
 
 
-def scenario_error(status: int, model: str) -> web.Response:
+def scenario_error(status: int, model: str, retry_after: str | None = None) -> web.Response:
     """The error OpenAI sends for ``status`` (a generic one for statuses it has no special body for)."""
     kind = _ERROR_KINDS.get(status)
     if kind is None:
@@ -212,7 +213,7 @@ def scenario_error(status: int, model: str) -> web.Response:
         kind = ErrorKind(generic_type, None, f"Simulated upstream error {status}.")
     headers = None
     if status == 429:
-        headers = {"retry-after": RETRY_AFTER_S, **_EXHAUSTED_RATE_LIMIT_HEADERS}
+        headers = {"retry-after": retry_after or RETRY_AFTER_S, **_EXHAUSTED_RATE_LIMIT_HEADERS}
     return error_response(status, kind.message.format(model=model), kind.type, None, kind.code, headers)
 
 
@@ -245,21 +246,34 @@ class Scenario:
     * ``garbage``: 200 whose body is not JSON (for streams: an SSE event whose data is not JSON).
     * ``midstream-drop``: streams ``MIDSTREAM_DROP_AFTER`` chunks then aborts the connection without
       ``[DONE]`` (non-streaming: aborts half-way through a body of announced length).
+    * ``error-429-<seconds>``: a 429 whose ``retry-after`` is ``<seconds>``.
+    * ``stall-first-token``: sends the 200 and its headers at once, then waits ``STALL_S`` before the
+      first byte of the body (gives up when the client leaves).
+    * ``latency-<ms>``: answers normally after ``<ms>`` milliseconds.
+    * ``reset``: closes the connection before sending anything.
+
+    ``FakeOpenAI.set_override(model, scenario)`` plays a scenario for a model name at runtime.
     """
 
     error_status: int | None = None
+    retry_after: str | None = None
     slow_stream: bool = False
     stall: bool = False
     garbage: bool = False
     midstream_drop: bool = False
+    stall_first_token: bool = False
+    latency_s: float = 0.0
+    reset: bool = False
 
     @staticmethod
     def for_model(model: str) -> Scenario:
         if model.startswith("error-"):
-            code = model.removeprefix("error-")
-            if code.isdigit() and 400 <= int(code) <= 599:
-                return Scenario(error_status=int(code))
+            code, _, retry_after = model.removeprefix("error-").partition("-")
+            if code.isdigit() and 400 <= int(code) <= 599 and (not retry_after or retry_after.isdigit()):
+                return Scenario(error_status=int(code), retry_after=retry_after or None)
             return _NORMAL
+        if model.startswith("latency-") and model.removeprefix("latency-").isdigit():
+            return Scenario(latency_s=int(model.removeprefix("latency-")) / 1000)
         return _NAMED_SCENARIOS.get(model, _NORMAL)
 
 
@@ -269,6 +283,8 @@ _NAMED_SCENARIOS: Final = {
     "stall": Scenario(stall=True),
     "garbage": Scenario(garbage=True),
     "midstream-drop": Scenario(midstream_drop=True),
+    "stall-first-token": Scenario(stall_first_token=True),
+    "reset": Scenario(reset=True),
 }
 
 
@@ -791,6 +807,7 @@ class FakeOpenAI:
         self.requests: list[RecordedRequest] = []
         self.cancelled_streams: list[str] = []
         self.cancelled: list[CancelledStream] = []
+        self._overrides: dict[str, str] = {}
         self._record = record
         self._access_log = access_log
         self._expected_auth = f"Bearer {api_key}"
@@ -978,9 +995,16 @@ class FakeOpenAI:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return bad_request("you must provide a model parameter")
-        scenario = Scenario.for_model(model)
+        scenario = Scenario.for_model(self._overrides.get(model, model))
+        if scenario.reset:
+            self._abort(request)
+            return web.Response(status=500)
+        if scenario.latency_s and await self._pause(scenario.latency_s):
+            return scenario_error(503, model)
         if scenario.error_status is not None:
-            return scenario_error(scenario.error_status, model)
+            return scenario_error(scenario.error_status, model, scenario.retry_after)
+        if scenario.stall_first_token:
+            return await self._stall_after_headers(request, bool(body.get("stream")))
         if scenario.garbage:
             return garbage_response(streaming=bool(body.get("stream")))
         if scenario.stall and not await self._stall(request):
@@ -996,6 +1020,29 @@ class FakeOpenAI:
             if await self._pause(0.05) or self._client_gone(request):
                 return False
         return True
+
+    async def _stall_after_headers(self, request: web.Request, streaming: bool) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.content_type = "text/event-stream" if streaming else "application/json"
+        if not streaming:
+            response.content_length = 2
+        await response.prepare(request)
+        await self._stall(request)
+        self._abort(request)
+        return response
+
+    def set_override(self, model: str, scenario: str | None) -> None:
+        """Play `scenario` (a scenario model name) for requests naming `model`; None restores it."""
+        if scenario is None:
+            self._overrides.pop(model, None)
+        else:
+            self._overrides[model] = scenario
+
+    def count(self, model: str) -> int:
+        """Recorded requests whose body named `model`."""
+        return sum(
+            1 for r in list(self.requests) if isinstance(r.json, dict) and r.json.get("model") == model
+        )
 
     @staticmethod
     def _client_gone(request: web.Request) -> bool:

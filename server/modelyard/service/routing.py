@@ -10,6 +10,8 @@ from modelyard.gateway import Gateway
 from modelyard.tenancy import caller
 from modelyard.v1 import routing_pb2, routing_pb2_grpc
 
+UINT32_MAX = 2**32 - 1
+
 
 class RoutingService(routing_pb2_grpc.RoutingServicer):
     def __init__(self, gateway: Gateway) -> None:
@@ -29,8 +31,8 @@ class RoutingService(routing_pb2_grpc.RoutingServicer):
                 consecutive_failures=health.consecutive_failures,
                 ejections=health.ejections,
                 cooldown_remaining_seconds=round(health.cooldown_remaining, 3),
-                successes=health.successes,
-                failures=health.failures,
+                successes=min(health.successes, UINT32_MAX),
+                failures=min(health.failures, UINT32_MAX),
             )
             if health.ewma_ttft is not None:
                 status.ttft_ewma_ms = round(health.ewma_ttft * 1000, 3)

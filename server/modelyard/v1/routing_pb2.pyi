@@ -62,6 +62,7 @@ class DeploymentStatus(_message.Message):
     ttft_ewma_ms: _builtins.float
     """Exponentially weighted moving average of time to first token; absent until measured."""
     successes: _builtins.int
+    """Outcomes since the worker started (capped at 2^32-1)."""
     failures: _builtins.int
     def __init__(
         self,
