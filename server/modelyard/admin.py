@@ -116,6 +116,10 @@ class AdminOps:
         self._config = config
         self._clock = clock
 
+    def use_config(self, config: GatewayConfig) -> None:
+        """A reloaded config file: its providers are the default tenant's read-only ones from now on."""
+        self._config = config
+
     def _now(self) -> int:
         return int(self._clock())
 

@@ -19,6 +19,7 @@ from modelyard.admin import AdminOps
 from modelyard.config import GatewayConfig, load_config
 from modelyard.facade.service import OpenAIFacade
 from modelyard.gateway import Gateway
+from modelyard.reload import ConfigWatcher, reload_interval
 from modelyard.rpc import GatewayInterceptor
 from modelyard.secrets.keys import MasterKey
 from modelyard.secrets.vault import SecretVault
@@ -60,6 +61,8 @@ class WorkerOptions:
     public_grpc: str
     admin_key_hash: str
     data_dir: Path
+    config_path: Path | None = None
+    reload_interval: float = 0.0
 
 
 def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
@@ -81,6 +84,7 @@ class Services:
     gateway: Gateway
     admin: AdminOps
     authenticator: Authenticator
+    states: TenantStates
 
 
 def build_services(options: WorkerOptions, store: SqliteStore, transport: HttpTransport) -> Services:
@@ -90,6 +94,7 @@ def build_services(options: WorkerOptions, store: SqliteStore, transport: HttpTr
         gateway=Gateway(states),
         admin=AdminOps(store, vault, options.config),
         authenticator=Authenticator(options.admin_key_hash, store),
+        states=states,
     )
 
 
@@ -116,11 +121,25 @@ def build_server(
     return server, health_servicer
 
 
+def _watch_config(options: WorkerOptions, services: Services) -> asyncio.Task[None] | None:
+    if options.config_path is None or options.reload_interval <= 0:
+        return None
+
+    def apply(config: GatewayConfig) -> None:
+        services.states.use_config(config)
+        services.admin.use_config(config)
+
+    watcher = ConfigWatcher(options.config_path, options.config, apply)
+    return asyncio.get_running_loop().create_task(watcher.run(options.reload_interval))
+
+
 async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
     transport = HttpTransport()
     store = SqliteStore(options.data_dir / STORE_FILENAME)
-    server, health_servicer = build_server(options, build_services(options, store, transport))
+    services = build_services(options, store, transport)
+    server, health_servicer = build_server(options, services)
     await server.start()
+    watching = _watch_config(options, services)
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()
@@ -131,6 +150,8 @@ async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
     await stop.wait()
+    if watching is not None:
+        watching.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(DRAIN_SECONDS)
     await transport.close()
@@ -150,7 +171,15 @@ def main() -> None:
         format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s",
     )
     admin_hash = os.environ.pop("MODELYARD_ADMIN_KEY_SHA256")
-    options = WorkerOptions(load_config(args.config), args.private, args.grpc, admin_hash, args.data_dir)
+    options = WorkerOptions(
+        load_config(args.config),
+        args.private,
+        args.grpc,
+        admin_hash,
+        args.data_dir,
+        config_path=args.config,
+        reload_interval=reload_interval(),
+    )
     try:
         import uvloop
     except ImportError:
