@@ -186,3 +186,30 @@ def test_routing_examples_are_valid_and_route_as_described() -> None:
     assert [(r.name, r.destinations) for r in routes] == [("chat-route", (("chat1", 80), ("chat2", 20)))]
     combined = parse_config({**examples[0], **examples[1]}, env=env)
     assert {m.name for m in expand(combined).models} >= {"chat", "chat-small", "chat1", "chat2"}
+
+
+def test_the_databricks_endpoint_example_runs_as_written(quickstart: Quickstart) -> None:
+    """The console example of the Routing section, run with curl against `make run`'s gateway."""
+    example = next(
+        m.group("code") for m in BLOCK.finditer(section("Routing")) if m.group("lang") == "console"
+    )
+    base = f"http://{quickstart.http}"
+    env = {**quickstart.env, "BASE": base, "ADMIN_KEY": quickstart.env["MODELYARD_KEY"]}
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", example], env=env, check=True, capture_output=True, timeout=60
+    )
+    headers = {"Authorization": f"Bearer {env['ADMIN_KEY']}"}
+    endpoint = httpx.get(f"{base}/v1/endpoints/claude-chat", headers=headers, timeout=15).json()
+    claude, gpt = endpoint["config"]["served_entities"]
+    assert claude["external_model"]["anthropic_config"] == {
+        "anthropic_api_key": "{{secrets/my_scope/anthropic_api_key}}"
+    }
+    assert gpt["external_model"]["openai_config"]["openai_api_key_plaintext"] == "****"
+    assert endpoint["config"]["traffic_config"]["routes"] == [
+        {"served_model_name": "claude", "traffic_percentage": 80},
+        {"served_model_name": "gpt", "traffic_percentage": 20},
+    ]
+    secrets = httpx.get(f"{base}/v1/secrets", headers=headers, timeout=15).json()["secrets"]
+    assert [(s["scope"], s["key"]) for s in secrets] == [("my_scope", "anthropic_api_key")]
+    for path in ("/v1/endpoints/claude-chat", "/v1/secrets/my_scope/anthropic_api_key"):
+        assert httpx.delete(f"{base}{path}", headers=headers, timeout=15).status_code == 200

@@ -278,6 +278,7 @@ class AdminOps:
     ) -> ProviderView:
         def write(audit: AuditRecord) -> ProviderView:
             record = self._stored_provider(principal, provider_id)
+            self._check_not_owned(principal.tenant_id, record.id)
             spec = self._spec(record.type)
             secret_names = secret_arguments(spec.settings)
             current = {k: (PLACEHOLDER if k in secret_names else v) for k, v in record.data.items()}
@@ -299,9 +300,19 @@ class AdminOps:
 
         return self._audited(principal, "providers.update", provider_id, write)
 
+    def _check_not_owned(self, tenant_id: str, provider_id: str) -> None:
+        for endpoint in self._store.list_endpoints(tenant_id):
+            if any(entity.provider_id == provider_id for entity in endpoint.entities):
+                raise ClientError(
+                    f"The provider belongs to the endpoint '{endpoint.name}'; change or delete the endpoint.",
+                    status=409,
+                    code="owned_by_endpoint",
+                )
+
     def delete_provider(self, principal: Principal, provider_id: str) -> None:
         def write(audit: AuditRecord) -> None:
             record = self._stored_provider(principal, provider_id)
+            self._check_not_owned(principal.tenant_id, record.id)
             self._store.delete_provider(principal.tenant_id, record.id, audit)
 
         self._audited(principal, "providers.delete", provider_id, write)

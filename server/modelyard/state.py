@@ -23,7 +23,7 @@ from modelyard.routing.policy import Policy
 from modelyard.routing.strategies import make_balancer
 from modelyard.routing.targets import Pool, Router, Split, Target
 from modelyard.store.base import Store
-from modelyard.store.records import SECRET_MARKER, ProviderRecord, SecretRecord
+from modelyard.store.records import SECRET_MARKER, EndpointRecord, ProviderRecord, SecretRecord
 from modelyard.tenancy import DEFAULT_TENANT_ID
 from modelyard.transport import HttpTransport
 
@@ -135,6 +135,9 @@ class TenantStates:
             if provider is not None:
                 key = f"{tenant_id}/{model.provider_id}/{model.model_id}"
                 deployments.append(Deployment(model.alias, model.model_id, provider, model.weight, key=key))
+        for endpoint in self._store.list_endpoints(tenant_id):
+            deployments.extend(_endpoint_deployments(endpoint, providers))
+            routes = (*routes, _endpoint_route(endpoint))
         policy_source = current.config.routing if tenant_id == DEFAULT_TENANT_ID else None
         router = self._router(deployments, routes, policy_source, current.default_policy)
         return TenantView(router=router, created=int(time.time()), providers=providers)
@@ -180,3 +183,31 @@ def _config_deployment(model: ModelEntry, provider: Provider) -> Deployment:
     tasks = frozenset(model.tasks) if model.tasks else None
     key = f"{DEFAULT_TENANT_ID}/{config_provider_id(model.provider)}/{model.id}"
     return Deployment(model.name, model.id, provider, model.weight, tasks, key, dict(model.defaults))
+
+
+def endpoint_entity_alias(endpoint: str, entity: str) -> str:
+    """Each served entity is also callable on its own, as ENDPOINT/ENTITY."""
+    return f"{endpoint}/{entity}"
+
+
+def _endpoint_deployments(endpoint: EndpointRecord, providers: Mapping[str, Provider]) -> list[Deployment]:
+    return [
+        Deployment(
+            endpoint_entity_alias(endpoint.name, entity.name),
+            entity.model_id,
+            providers[entity.provider_id],
+            tasks=frozenset({entity.task}),
+            key=f"{endpoint.tenant_id}/{entity.provider_id}/{entity.model_id}",
+            defaults=dict(entity.defaults),
+        )
+        for entity in endpoint.entities
+        if entity.provider_id in providers
+    ]
+
+
+def _endpoint_route(endpoint: EndpointRecord) -> RouteEntry:
+    task = endpoint.entities[0].task if endpoint.entities else "chat"
+    destinations = tuple(
+        (endpoint_entity_alias(endpoint.name, name), share) for name, share in endpoint.routes
+    )
+    return RouteEntry(endpoint.name, task, destinations)

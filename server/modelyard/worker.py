@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from modelyard.admin import AdminOps
+from modelyard.admin_endpoints import ServingAdmin
 from modelyard.config import GatewayConfig, load_config
 from modelyard.facade.service import OpenAIFacade
 from modelyard.gateway import Gateway
@@ -24,6 +24,7 @@ from modelyard.rpc import GatewayInterceptor
 from modelyard.secrets.keys import MasterKey
 from modelyard.secrets.vault import SecretVault
 from modelyard.service.admin import AdminRestService, AdminService
+from modelyard.service.endpoints import EndpointsService
 from modelyard.service.inference import InferenceService
 from modelyard.service.routing import RoutingService
 from modelyard.state import TenantStates
@@ -33,6 +34,8 @@ from modelyard.transport import HttpTransport
 from modelyard.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    endpoints_pb2,
+    endpoints_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
     openai_pb2,
@@ -49,6 +52,7 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminRest"].full_name,
     routing_pb2.DESCRIPTOR.services_by_name["Routing"].full_name,
+    endpoints_pb2.DESCRIPTOR.services_by_name["Endpoints"].full_name,
 )
 DRAIN_SECONDS = 20.0
 MAX_METADATA_BYTES = 128 * 1024
@@ -82,7 +86,7 @@ def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
 @dataclass(frozen=True)
 class Services:
     gateway: Gateway
-    admin: AdminOps
+    admin: ServingAdmin
     authenticator: Authenticator
     states: TenantStates
 
@@ -92,7 +96,7 @@ def build_services(options: WorkerOptions, store: SqliteStore, transport: HttpTr
     states = TenantStates(options.config, store, vault, transport)
     return Services(
         gateway=Gateway(states),
-        admin=AdminOps(store, vault, options.config),
+        admin=ServingAdmin(store, vault, options.config),
         authenticator=Authenticator(options.admin_key_hash, store),
         states=states,
     )
@@ -111,6 +115,7 @@ def build_server(
     admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
     admin_pb2_grpc.add_AdminRestServicer_to_server(AdminRestService(admin), server)
     routing_pb2_grpc.add_RoutingServicer_to_server(RoutingService(services.gateway), server)
+    endpoints_pb2_grpc.add_EndpointsServicer_to_server(EndpointsService(services.admin), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -16,7 +16,7 @@ from modelyard.secrets.errors import SecretError
 from modelyard.secrets.keys import MasterKey
 from modelyard.secrets.references import Reference
 from modelyard.secrets.vault import RotationReport, SecretVault, hint_for
-from modelyard.store.records import Sealed, SecretRecord
+from modelyard.store.records import ScopedSecretRecord, Sealed, SecretRecord
 
 from tests.fakes.vault import FakeVault
 
@@ -34,6 +34,10 @@ class FakeStore:
         self.list_calls: list[tuple[int, int]] = []
         self.rewrap_batches: list[int] = []
         self.after_rewrap = lambda: None
+        self.scoped: dict[tuple[str, str, str], ScopedSecretRecord] = {}
+
+    def get_scoped_secret(self, tenant_id: str, scope: str, key: str) -> ScopedSecretRecord | None:
+        return self.scoped.get((tenant_id, scope, key))
 
     def add(self, *records: SecretRecord) -> None:
         with self._lock:
@@ -529,3 +533,25 @@ def test_planted_plaintext_never_appears_in_reprs_errors_or_masks() -> None:
         assert PLANTED not in text
         assert PLANTED[:-4] not in text
         assert PLANTED.encode().hex() not in text
+
+
+def test_scope_references_resolve_from_the_store_every_time() -> None:
+    store = FakeStore()
+    vault = SecretVault(MASTER, store)
+    reference = vault.seal_new("t1", "p1", "{{secrets/team/openai}}")
+    assert (reference.kind, reference.reference) == ("reference", "{{secrets/team/openai}}")
+    with pytest.raises(SecretError, match="the scope has no such key"):
+        asyncio.run(vault.reveal(reference))
+    store.scoped[("t1", "team", "openai")] = vault.seal_scoped("t1", "team", "openai", "sk-first-value", 1)
+    assert asyncio.run(vault.reveal(reference)) == "sk-first-value"
+    store.scoped[("t1", "team", "openai")] = vault.seal_scoped("t1", "team", "openai", "sk-second-value", 2)
+    assert asyncio.run(vault.reveal(reference)) == "sk-second-value"
+    other_tenant = vault.seal_new("t2", "p2", "{{secrets/team/openai}}")
+    with pytest.raises(SecretError) as refused:
+        asyncio.run(vault.reveal(other_tenant))
+    assert "sk-" not in str(refused.value)
+
+
+def test_scoped_secrets_are_sealed_with_a_hint_only() -> None:
+    record = SecretVault(MASTER, FakeStore()).seal_scoped("t", "s", "k", "sk-abcdefgh1234", 5)
+    assert record.hint == "1234" and b"sk-abcdefgh1234" not in record.sealed.ciphertext

@@ -118,7 +118,8 @@ def test_a_new_store_is_wal_private_and_has_the_default_tenant(path: Path) -> No
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        applied = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        assert applied == [(m.version,) for m in MIGRATIONS]
     assert tables(path) >= TABLES
 
 
@@ -461,7 +462,10 @@ def test_version_changes_when_any_connection_commits(store: SqliteStore, path: P
 
 # migrations
 
-V2 = Migration(2, "test: an extra table", ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (42)"))
+NEXT = len(MIGRATIONS) + 1
+V2 = Migration(
+    NEXT, "test: an extra table", ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (42)")
+)
 
 
 def test_a_new_migration_is_applied_once(path: Path) -> None:
@@ -470,10 +474,8 @@ def test_a_new_migration_is_applied_once(path: Path) -> None:
         assert store.get_tenant("default") is not None
     SqliteStore(path, migrations=(*MIGRATIONS, V2)).close()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == [
-            1,
-            2,
-        ]
+        applied = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert applied == list(range(1, NEXT + 1))
         assert conn.execute("SELECT x FROM extra").fetchall() == [(42,)]
     with pytest.raises(SchemaTooNew):
         SqliteStore(path)
@@ -481,7 +483,7 @@ def test_a_new_migration_is_applied_once(path: Path) -> None:
 
 def test_a_failing_migration_leaves_no_trace(path: Path) -> None:
     SqliteStore(path).close()
-    broken = Migration(2, "broken", ("CREATE TABLE half (x INTEGER)", "INSERT INTO nowhere VALUES (1)"))
+    broken = Migration(NEXT, "broken", ("CREATE TABLE half (x INTEGER)", "INSERT INTO nowhere VALUES (1)"))
     with pytest.raises(sqlite3.OperationalError):
         SqliteStore(path, migrations=(*MIGRATIONS, broken))
     assert "half" not in tables(path)
@@ -507,10 +509,8 @@ def test_concurrent_openers_apply_each_migration_once(tmp_path: Path) -> None:
             p.join(30)
         assert [p.exitcode for p in procs] == [0] * 4
         with sqlite3.connect(path) as conn:
-            assert conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall() == [
-                (1,),
-                (2,),
-            ]
+            applied = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+            assert applied == [(version,) for version in range(1, NEXT + 1)]
             assert conn.execute("SELECT count(*) FROM extra").fetchone() == (1,)
             assert conn.execute("SELECT count(*) FROM tenants").fetchone() == (1,)
 

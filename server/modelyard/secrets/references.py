@@ -6,6 +6,8 @@
   secret `path` on the engine mounted at `mount` (the first path segment, so nested mounts cannot be
   named). VAULT_ADDR and VAULT_TOKEN come from the environment, optionally VAULT_NAMESPACE and
   VAULT_CACERT. Needs hvac (``pip install 'modelyard[vault]'``), imported only when used.
+* ``{{secrets/scope/key}}`` — Databricks' spelling: the secret `key` of `scope` in the tenant's
+  secret scopes (``POST /v1/secrets``), resolved by the SecretVault from the store.
 
 A reference is not secret: errors name it. They never include a resolved value, and a value that
 resolves to the empty string is an error rather than an empty credential.
@@ -23,11 +25,14 @@ from typing import Any, Literal
 
 from modelyard.secrets.errors import SecretError
 
-Scheme = Literal["env", "file", "vault"]
-PREFIXES = ("env:", "file:", "vault:")
+Scheme = Literal["env", "file", "vault", "scope"]
+SCOPE_PREFIX, SCOPE_SUFFIX = "{{secrets/", "}}"
+PREFIXES = ("env:", "file:", "vault:", SCOPE_PREFIX)
 MAX_FILE_BYTES = 64 * 1024
 VAULT_TIMEOUT_S = 10
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SCOPE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+"""Scope and key names: letters, digits, `.`, `_` and `-`, like Databricks'."""
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,9 @@ class Reference:
     text: str
     scheme: Scheme
     target: str
-    """The variable name, the file path, or the Vault mount."""
+    """The variable name, the file path, the Vault mount, or the secret scope."""
     path: str = ""
-    """The Vault secret path."""
+    """The Vault secret path, or the key in the secret scope."""
     field: str = ""
     """The Vault field."""
 
@@ -49,6 +54,16 @@ def is_reference(value: str) -> bool:
 
 def parse_reference(value: str) -> Reference:
     """The reference in `value`, or SecretError (status 400) if it is malformed."""
+    if value.startswith(SCOPE_PREFIX):
+        scope, _, key = value.removeprefix(SCOPE_PREFIX).removesuffix(SCOPE_SUFFIX).partition("/")
+        if value.endswith(SCOPE_SUFFIX) and SCOPE_NAME.fullmatch(scope) and SCOPE_NAME.fullmatch(key):
+            return Reference(value, "scope", scope, key)
+        raise SecretError(
+            "A secret argument starting with '{{secrets/' is not a valid reference: use "
+            "{{secrets/scope/key}} (letters, digits, '.', '_' and '-').",
+            status=400,
+            code="invalid_secret_reference",
+        )
     scheme, _, body = value.partition(":")
     if scheme == "env" and _ENV_NAME.fullmatch(body):
         return Reference(value, "env", body)
@@ -64,7 +79,7 @@ def parse_reference(value: str) -> Reference:
     start = f"starting with '{scheme}:' " if is_reference(value) else ""
     raise SecretError(
         f"A secret argument {start}is not a valid reference: use env:NAME, "
-        "file:/absolute/path or vault:mount/path#field.",
+        "file:/absolute/path, vault:mount/path#field or {{secrets/scope/key}}.",
         status=400,
         code="invalid_secret_reference",
     )
@@ -85,6 +100,8 @@ def resolve_reference_sync(reference: Reference | str, env: Mapping[str, str] | 
         value = env.get(ref.target)
         if value is None:
             raise _unresolved(ref, f"the environment variable {ref.target} is not set")
+    elif ref.scheme == "scope":
+        raise _unresolved(ref, "secret scopes are read from the gateway's store, by its SecretVault")
     elif ref.scheme == "file":
         value = _read_file(ref)
     else:

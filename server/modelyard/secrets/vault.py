@@ -14,8 +14,14 @@ from typing import Protocol
 from modelyard.secrets.envelope import open_sealed, rewrap, seal
 from modelyard.secrets.errors import SecretError
 from modelyard.secrets.keys import MasterKey
-from modelyard.secrets.references import Reference, is_reference, parse_reference, resolve_reference
-from modelyard.store.records import Sealed, SecretRecord
+from modelyard.secrets.references import (
+    SCOPE_PREFIX,
+    Reference,
+    is_reference,
+    parse_reference,
+    resolve_reference,
+)
+from modelyard.store.records import ScopedSecretRecord, Sealed, SecretRecord
 
 MASK = "****"
 HINT_CHARS = 4
@@ -34,6 +40,7 @@ class SecretStore(Protocol):
     def rewrap_secrets(self, sealed: dict[str, Sealed]) -> None: ...
     def kek_version(self) -> int: ...
     def set_kek_version(self, version: int) -> None: ...
+    def get_scoped_secret(self, tenant_id: str, scope: str, key: str) -> ScopedSecretRecord | None: ...
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,13 @@ class SecretVault:
         sealed = seal(secret_id, value, self._master.kek(version), version)
         return SecretRecord(secret_id, tenant_id, provider_id, "sealed", sealed=sealed, hint=hint_for(value))
 
+    def seal_scoped(self, tenant_id: str, scope: str, key: str, value: str, now: int) -> ScopedSecretRecord:
+        """A new version of a scope's secret, sealed under the current KEK (a new id each time)."""
+        secret_id = str(uuid.uuid4())
+        version = self._store.kek_version()
+        sealed = seal(secret_id, value, self._master.kek(version), version)
+        return ScopedSecretRecord(secret_id, tenant_id, scope, key, sealed, hint_for(value), now)
+
     def masked(self, record: SecretRecord) -> str:
         """What reads show: "****abcd" for a sealed secret ("****" without hint), else the reference."""
         if record.kind == "reference":
@@ -113,6 +127,8 @@ class SecretVault:
 
     async def reveal(self, record: SecretRecord) -> str:
         """The plaintext of a secret. Raises SecretError naming the secret or reference, never a value."""
+        if record.kind == "reference" and (record.reference or "").startswith(SCOPE_PREFIX):
+            return self._reveal_scoped(record.tenant_id, parse_reference(record.reference or ""))
         fingerprint = _fingerprint(record)
         entry = self._cache.get(record.id)
         if entry is not None and entry.fingerprint == fingerprint and self._clock() < entry.expires_at:
@@ -132,6 +148,13 @@ class SecretVault:
             future.add_done_callback(lambda done: self._settled(key, done))
         # shield: a caller cancelled while waiting does not cancel the others' shared resolution
         return await asyncio.shield(future)
+
+    def _reveal_scoped(self, tenant_id: str, ref: Reference) -> str:
+        """Read at every reveal (not cached): a put or delete of the scope's secret applies at once."""
+        found = self._store.get_scoped_secret(tenant_id, ref.target, ref.path)
+        if found is None:
+            raise SecretError(f"Secret reference {ref.text!r} cannot be resolved: the scope has no such key.")
+        return open_sealed(found.id, found.sealed, self._master.kek(found.sealed.kek_version))
 
     def evict(self, secret_ids: Iterable[str]) -> None:
         """Forget cached plaintexts, e.g. of deleted secrets."""

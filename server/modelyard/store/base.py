@@ -12,10 +12,12 @@ from typing import Protocol
 
 from modelyard.store.records import (
     AuditRecord,
+    EndpointRecord,
     KeyRecord,
     ModelRecord,
     ProviderChange,
     ProviderRecord,
+    ScopedSecretRecord,
     Sealed,
     SecretRecord,
     TenantRecord,
@@ -98,3 +100,24 @@ class Store(Protocol):
         ...
 
     def list_audit(self, tenant_id: str, limit: int, before: int = 0) -> list[AuditRecord]: ...
+
+    # secret scopes, for `{{secrets/scope/key}}` references
+    def put_scoped_secret(self, secret: ScopedSecretRecord, audit: AuditRecord) -> None:
+        """Creates the secret or replaces the one with the same scope and key."""
+        ...
+
+    def delete_scoped_secret(self, tenant_id: str, scope: str, key: str, audit: AuditRecord) -> bool: ...
+    def get_scoped_secret(self, tenant_id: str, scope: str, key: str) -> ScopedSecretRecord | None: ...
+    def list_scoped_secrets(self, tenant_id: str) -> list[ScopedSecretRecord]: ...
+
+    # serving endpoints and the providers they own
+    def put_endpoint(
+        self,
+        endpoint: EndpointRecord,
+        providers: Sequence[tuple[ProviderRecord, Sequence[SecretRecord]]],
+        audit: AuditRecord,
+        replace: bool,
+    ) -> None: ...
+    def delete_endpoint(self, tenant_id: str, name: str, audit: AuditRecord) -> bool: ...
+    def get_endpoint(self, tenant_id: str, name: str) -> EndpointRecord | None: ...
+    def list_endpoints(self, tenant_id: str) -> list[EndpointRecord]: ...

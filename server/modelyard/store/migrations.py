@@ -123,7 +123,38 @@ V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1,)
+V2 = Migration(
+    2,
+    "secret scopes and serving endpoints",
+    (
+        """CREATE TABLE scoped_secrets (
+            id TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            scope TEXT NOT NULL,
+            key TEXT NOT NULL,
+            ciphertext BLOB NOT NULL,
+            nonce BLOB NOT NULL,
+            wrapped_key BLOB NOT NULL,
+            key_nonce BLOB NOT NULL,
+            kek_version INTEGER NOT NULL,
+            hint TEXT NOT NULL DEFAULT '',
+            updated_at INTEGER NOT NULL,
+            UNIQUE (tenant_id, scope, key)
+        )""",
+        # An endpoint's served entities (with the ids of the providers it owns) and its traffic
+        # split, as JSON: they are only ever read and replaced whole.
+        """CREATE TABLE endpoints (
+            tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            data TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (tenant_id, name)
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2)
 
 _CREATE_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY,

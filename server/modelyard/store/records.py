@@ -98,3 +98,41 @@ class ProviderChange:
     provider: ProviderRecord
     new_secrets: tuple[SecretRecord, ...] = field(default_factory=tuple)
     removed_secret_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ScopedSecretRecord:
+    """A secret of a named scope, for `{{secrets/scope/key}}` references; always sealed."""
+
+    id: str
+    tenant_id: str
+    scope: str
+    key: str
+    sealed: Sealed
+    hint: str
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class ServedEntityRecord:
+    """One served entity of an endpoint: the provider it owns and the model it calls there."""
+
+    name: str
+    provider_id: str
+    model_id: str
+    task: str
+    """chat, completions or embeddings."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    external_model: dict[str, Any] = field(default_factory=dict)
+    """The entity's `external_model` as given, credentials masked: what reads show."""
+
+
+@dataclass(frozen=True)
+class EndpointRecord:
+    tenant_id: str
+    name: str
+    entities: tuple[ServedEntityRecord, ...]
+    routes: tuple[tuple[str, int], ...]
+    """(served entity name, traffic percentage), summing to 100."""
+    created_at: int
+    updated_at: int

@@ -11,13 +11,16 @@ from modelyard.store.base import StoreError
 from modelyard.store.records import (
     SECRET_MARKER,
     AuditRecord,
+    EndpointRecord,
     KeyRecord,
     ModelRecord,
     ProviderRecord,
     Scope,
+    ScopedSecretRecord,
     Sealed,
     SecretKind,
     SecretRecord,
+    ServedEntityRecord,
     TenantRecord,
 )
 
@@ -38,6 +41,10 @@ SECRET_COLUMNS = "id, tenant_id, provider_id, kind, ciphertext, nonce, wrapped_k
 MODEL_COLUMNS = "id, tenant_id, provider_id, model_id, alias, weight, created_at"
 KEY_COLUMNS = "id, tenant_id, name, key_hash, prefix, scopes, models, created_at, expires_at, revoked_at"
 AUDIT_COLUMNS = "sequence, tenant_id, key_id, action, target, result, at"
+SCOPED_SECRET_COLUMNS = (
+    "id, tenant_id, scope, key, ciphertext, nonce, wrapped_key, key_nonce, kek_version, hint, updated_at"
+)
+ENDPOINT_COLUMNS = "tenant_id, name, data, created_at, updated_at"
 
 
 # checks
@@ -272,3 +279,53 @@ def key_conflicts(key: KeyRecord | None) -> dict[str, str]:
         "api_keys.key_hash": "an API key with the same hash already exists",
         "api_keys.id": f"an API key with id '{key.id}' already exists",
     }
+
+
+def scoped_secret_params(s: ScopedSecretRecord) -> Row:
+    return (
+        text("secret id", s.id),
+        text("tenant id", s.tenant_id),
+        text("secret scope", s.scope),
+        text("secret key", s.key),
+        *sealed_params(s.sealed),
+        text("secret hint", s.hint),
+        integer("updated_at", s.updated_at),
+    )
+
+
+def scoped_secret(row: Row) -> ScopedSecretRecord:
+    id_, tenant_id, scope, key, ciphertext, nonce, wrapped, key_nonce, kek, hint, updated_at = row
+    sealed = Sealed(ciphertext, nonce, wrapped, key_nonce, kek)
+    return ScopedSecretRecord(id_, tenant_id, scope, key, sealed, hint, updated_at)
+
+
+def endpoint_params(e: EndpointRecord) -> Row:
+    data = {
+        "entities": [
+            {
+                "name": entity.name,
+                "provider_id": entity.provider_id,
+                "model_id": entity.model_id,
+                "task": entity.task,
+                "defaults": entity.defaults,
+                "external_model": entity.external_model,
+            }
+            for entity in e.entities
+        ],
+        "routes": [list(route) for route in e.routes],
+    }
+    return (
+        text("tenant id", e.tenant_id),
+        text("endpoint name", e.name),
+        to_json("endpoint config", data),
+        integer("created_at", e.created_at),
+        integer("updated_at", e.updated_at),
+    )
+
+
+def endpoint(row: Row) -> EndpointRecord:
+    tenant_id, name, data, created_at, updated_at = row
+    parsed = json.loads(data)
+    entities = tuple(ServedEntityRecord(**entity) for entity in parsed["entities"])
+    routes = tuple((str(name_), int(pct)) for name_, pct in parsed["routes"])
+    return EndpointRecord(tenant_id, name, entities, routes, created_at, updated_at)
