@@ -122,6 +122,7 @@ def _filters(settings: EdgeSettings) -> list[dict[str, Any]]:
                     "modelyard.v1.AdminRest",
                     "modelyard.v1.Routing",
                     "modelyard.v1.Endpoints",
+                    "modelyard.v1.MeteringRest",
                 ],
                 "convert_grpc_status": True,
                 "max_request_body_size": settings.max_request_bytes,

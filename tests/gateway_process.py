@@ -41,6 +41,7 @@ class GatewayProcess:
     workers: int = 1
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,6 +51,10 @@ class GatewayProcess:
     @property
     def base_url(self) -> str:
         return f"{self.rest_url}/v1"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def grpc_target(self) -> str:
@@ -78,6 +83,8 @@ class GatewayProcess:
             str(self.workdir / "data"),
             "--workers",
             str(self.workers),
+            "--metrics",
+            f"127.0.0.1:{self.metrics_port}",
         ]
         env = {**os.environ, **self.env, "MODELYARD_ADMIN_KEY": self.admin_key}
         log = self.log_path.open("ab")

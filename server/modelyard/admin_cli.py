@@ -233,8 +233,25 @@ def add_audit(tree: Tree) -> None:
     parser.add_argument("--before", type=uint32, metavar="SEQ", help="only entries older than SEQ")
 
 
+def add_usage(tree: Tree) -> None:
+    text = "usage from the ledger: requests, errors, tokens and cost per period"
+    parser = tree.commands.add_parser("usage", help=text, description=text, parents=[tree.common])
+    parser.set_defaults(handler=dispatch("usage"))
+    parser.add_argument(
+        "--group-by",
+        default="model",
+        metavar="DIMS",
+        help="comma-separated: tenant, key, model, provider, deployment (default: model)",
+    )
+    parser.add_argument("--bucket", default="day", choices=("minute", "hour", "day", "none"))
+    parser.add_argument(
+        "--since", type=duration, metavar="DURATION", help="only the last DURATION (e.g. 24h)"
+    )
+    parser.add_argument("--all-tenants", action="store_true", help="every tenant's usage (operator key)")
+
+
 def register(commands: Subparsers) -> None:
-    """Add `tenant`, `providers`, `models`, `keys` and `audit` to the `modelyard` command."""
+    """Add `tenant`, `providers`, `models`, `keys`, `audit` and `usage` to the `modelyard` command."""
     tree = Tree(commands)
-    for add in (add_tenant, add_providers, add_models, add_keys, add_audit):
+    for add in (add_tenant, add_providers, add_models, add_keys, add_audit, add_usage):
         add(tree)

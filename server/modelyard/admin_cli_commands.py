@@ -15,7 +15,7 @@ from google.protobuf import struct_pb2
 from modelyard.admin_cli_output import Output, listing, struct_fields, timestamp
 from modelyard.admin_cli_session import Command, Session, UsageError
 from modelyard.admin_cli_session import run as run_command
-from modelyard.v1 import admin_pb2
+from modelyard.v1 import admin_pb2, usage_pb2, usage_pb2_grpc
 
 UINT32_MAX = 2**32 - 1
 
@@ -241,6 +241,51 @@ def audit(session: Session, args: argparse.Namespace) -> None:
     session.out.records(response.entries, AUDIT_COLUMNS, audit_row)
 
 
+# usage
+
+USAGE_COLUMNS = ("REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "CACHED", "COST_USD", "MEAN_MS")
+GROUP_FIELDS = {
+    "tenant": "tenant_id",
+    "key": "key_id",
+    "model": "model",
+    "provider": "provider",
+    "deployment": "deployment",
+}
+
+
+def usage(session: Session, args: argparse.Namespace) -> None:
+    group_by = [part.strip() for part in args.group_by.split(",") if part.strip()]
+    start = int(time.time()) - args.since if args.since else 0
+    request = usage_pb2.GetUsageRequest(
+        group_by=group_by, bucket=args.bucket, start=max(start, 0), all_tenants=args.all_tenants
+    )
+    report: usage_pb2.UsageReport = session.call(
+        usage_pb2_grpc.MeteringStub(session.channel).GetUsage, request
+    )
+    columns = ("START", *(name.upper() for name in group_by), *USAGE_COLUMNS)
+
+    def row(bucket: usage_pb2.UsageBucket) -> list[str]:
+        groups = [getattr(bucket, GROUP_FIELDS[name]) or "-" for name in group_by if name in GROUP_FIELDS]
+        counts = [
+            bucket.requests,
+            bucket.errors,
+            bucket.prompt_tokens,
+            bucket.completion_tokens,
+            bucket.cached_tokens,
+        ]
+        return [
+            timestamp(bucket.start, "all"),
+            *groups,
+            *(str(n) for n in counts),
+            f"{bucket.cost_usd:.6f}",
+            f"{bucket.mean_latency_ms:.1f}",
+        ]
+
+    session.out.records(report.buckets, columns, row)
+    if report.dropped_records and not session.out.as_json:
+        print(f"note: {report.dropped_records} usage records were dropped in this period; totals are short")
+
+
 COMMANDS: dict[str, Command] = {
     "tenant create": tenant_create,
     "tenant show": tenant_show,
@@ -259,6 +304,7 @@ COMMANDS: dict[str, Command] = {
     "keys list": keys_list,
     "keys delete": keys_delete,
     "audit": audit,
+    "usage": usage,
 }
 
 

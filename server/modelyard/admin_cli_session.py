@@ -64,10 +64,14 @@ class Connection:
 class Session:
     """What a command gets: the typed stub, a call helper carrying metadata and deadline, output."""
 
-    def __init__(self, connection: Connection, admin: admin_pb2_grpc.AdminStub, out: Output) -> None:
+    def __init__(
+        self, connection: Connection, admin: admin_pb2_grpc.AdminStub, out: Output, channel: grpc.Channel
+    ) -> None:
         self.connection = connection
         self.admin = admin
         self.out = out
+        self.channel = channel
+        """For the stubs of the other services (usage)."""
 
     def call(self, rpc: Callable[..., Any], request: Any) -> Any:
         return rpc(request, metadata=self.connection.metadata(), timeout=self.connection.timeout)
@@ -117,7 +121,10 @@ def run(command: Command, args: argparse.Namespace, env: Mapping[str, str] | Non
     try:
         with grpc.insecure_channel(connection.target) as channel:
             session = Session(
-                connection, admin_pb2_grpc.AdminStub(channel), Output(bool(getattr(args, "json", False)))
+                connection,
+                admin_pb2_grpc.AdminStub(channel),
+                Output(bool(getattr(args, "json", False))),
+                channel,
             )
             command(session, args)
     except UsageError as error:

@@ -25,6 +25,8 @@ def _serve_overrides(args: argparse.Namespace, config: GatewayConfig) -> dict[st
         overrides["workers"] = args.workers
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
+    if args.metrics is not None:
+        overrides["metrics"] = {**config.metrics.model_dump(), "listen": args.metrics}
     return overrides
 
 
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http", help="REST listen address HOST:PORT (overrides the file)")
     serve.add_argument("--grpc", help="gRPC listen address HOST:PORT (overrides the file)")
     serve.add_argument("--workers", type=int, help="worker processes (overrides the file)")
+    serve.add_argument("--metrics", help="Prometheus /metrics address HOST:PORT (overrides the file)")
     serve.add_argument("--data-dir", help="state directory (overrides the file)")
     serve.set_defaults(handler=cmd_serve)
 

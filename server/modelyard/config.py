@@ -22,6 +22,13 @@ from pydantic import (
 
 from modelyard.dialects.external import TASKS, Task, parameter_problem, serves
 from modelyard.dialects.mlflow import MlflowEndpoint, MlflowRoute
+from modelyard.metering.settings import (
+    AccessLogConfig,
+    LimitsConfig,
+    MetricsConfig,
+    TracingConfig,
+    UsageConfig,
+)
 from modelyard.providers.base import argument_problems
 from modelyard.providers.registry import PROVIDER_TYPES
 from modelyard.routing.policy import RoutingConfig
@@ -132,6 +139,11 @@ class GatewayConfig(Strict):
     routes: list[MlflowRoute] = Field(default_factory=list)
     """MLflow AI Gateway routes: traffic splits over endpoints and aliases."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    access_log: AccessLogConfig = Field(default_factory=AccessLogConfig)
 
     @field_validator("providers")
     @classmethod

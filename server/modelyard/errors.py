@@ -60,6 +60,10 @@ class GatewayError(Exception):
     param: str | None = None
     retry_after: float | None = None
     error_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    """Response headers the error comes with (REST headers; gRPC trailing metadata)."""
+    quota_subject: str = ""
+    """The budget a rate-limit refusal ran out of (gRPC's QuotaFailure subject); never a secret."""
 
     retryable = False
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
 
-from modelyard.errors import ClientError, model_not_found
+from modelyard.errors import ClientError, GatewayError, model_not_found
+from modelyard.metering.limiter import RateLimited
+from modelyard.metering.meter import CLIENT_CLOSED, Meter, Ticket, metered_stream
+from modelyard.metering.tokens import chat_tokens, completion_tokens, embedding_tokens
 from modelyard.routing.attempts import Attempts
-from modelyard.routing.call import call_record
+from modelyard.routing.call import CallRecord, call_record
 from modelyard.routing.deployment import Deployment
 from modelyard.routing.health import HealthSnapshot
 from modelyard.routing.targets import Plan
 from modelyard.schema.chat import ChatChunk, ChatCompletion, ChatRequest
+from modelyard.schema.common import StreamOptions
 from modelyard.schema.completions import Completion, CompletionRequest
 from modelyard.schema.embeddings import EmbeddingRequest, EmbeddingResponse
 from modelyard.schema.models import ModelCard, ModelList
@@ -21,6 +25,8 @@ from modelyard.state import TenantStates
 from modelyard.tenancy import Principal
 
 R = TypeVar("R", bound=msgspec.Struct)
+U = TypeVar("U")
+S = TypeVar("S", ChatRequest, CompletionRequest)
 
 
 def with_defaults(request: R, defaults: Mapping[str, Any]) -> R:
@@ -37,9 +43,10 @@ def _unset(value: object) -> bool:
 
 
 class Gateway:
-    def __init__(self, states: TenantStates) -> None:
+    def __init__(self, states: TenantStates, meter: Meter) -> None:
         self._states = states
         self._attempts = Attempts(states.board, states.rng)
+        self._meter = meter
 
     async def _plan(self, principal: Principal, model: str, task: str) -> Plan:
         if not principal.may_use(model):
@@ -50,49 +57,113 @@ class Gateway:
                 code="model_not_allowed",
             )
         view = await self._states.view(principal.tenant_id)
-        return view.router.plan(model, task)
+        plan = view.router.plan(model, task)
+        call_record().target = plan.name
+        return plan
+
+    async def _unary(
+        self,
+        principal: Principal,
+        model: str,
+        task: str,
+        tokens: int,
+        call: Callable[[Deployment], Awaitable[U]],
+    ) -> U:
+        record = call_record()
+        ticket: Ticket | None = None
+        try:
+            plan = await self._plan(principal, model, task)
+            ticket = self._meter.begin(principal, model, task, tokens, record, stream=False)
+            result = await self._attempts.unary(plan, record, call)
+        except GatewayError as error:
+            self._finish_refused(principal, model, task, record, ticket, error)
+            raise
+        except BaseException:
+            if ticket is not None:
+                self._meter.finish(ticket, CLIENT_CLOSED)
+            raise
+        self._meter.finish(ticket, None, getattr(result, "usage", None))
+        return result
+
+    def _finish_refused(
+        self,
+        principal: Principal,
+        model: str,
+        task: str,
+        record: CallRecord,
+        ticket: Ticket | None,
+        error: GatewayError,
+    ) -> None:
+        """Failures before admission (unknown model, forbidden) are metered too; a rate-limit
+        refusal was already recorded by the meter."""
+        if ticket is None and not isinstance(error, RateLimited):
+            ticket = self._meter.begin_unlimited(principal, model, task, record, stream=False)
+        if ticket is not None:
+            self._meter.finish(ticket, error)
+
+    async def _stream(
+        self,
+        principal: Principal,
+        request: S,
+        task: str,
+        tokens: int,
+        open_stream: Callable[[Deployment, S], AsyncIterator[Any]],
+    ) -> AsyncIterator[Any]:
+        record = call_record()
+        ticket: Ticket | None = None
+        wants_usage = request.include_usage
+        if self._meter.wants_usage and not wants_usage:
+            request = msgspec.structs.replace(request, stream_options=StreamOptions(include_usage=True))
+        try:
+            plan = await self._plan(principal, request.model, task)
+            ticket = self._meter.begin(principal, request.model, task, tokens, record, stream=True)
+            chunks = await self._attempts.stream(plan, record, lambda d: open_stream(d, request))
+        except GatewayError as error:
+            self._finish_refused(principal, request.model, task, record, ticket, error)
+            raise
+        except BaseException:
+            if ticket is not None:
+                self._meter.finish(ticket, CLIENT_CLOSED)
+            raise
+        return metered_stream(self._meter, ticket, chunks, wants_usage)
 
     async def chat(self, principal: Principal, request: ChatRequest) -> ChatCompletion:
-        plan = await self._plan(principal, request.model, "chat")
-
         async def call(d: Deployment) -> ChatCompletion:
             return await d.provider.chat(with_defaults(request, d.defaults), d.model_id)
 
-        return await self._attempts.unary(plan, call_record(), call)
+        return await self._unary(principal, request.model, "chat", chat_tokens(request), call)
 
     async def open_chat_stream(self, principal: Principal, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        plan = await self._plan(principal, request.model, "chat")
-        return await self._attempts.stream(
-            plan,
-            call_record(),
-            lambda d: d.provider.stream_chat(with_defaults(request, d.defaults), d.model_id),
-        )
+        def open_stream(d: Deployment, sent: ChatRequest) -> AsyncIterator[ChatChunk]:
+            return d.provider.stream_chat(with_defaults(sent, d.defaults), d.model_id)
+
+        return await self._stream(principal, request, "chat", chat_tokens(request), open_stream)
 
     async def complete(self, principal: Principal, request: CompletionRequest) -> Completion:
-        plan = await self._plan(principal, request.model, "completions")
-
         async def call(d: Deployment) -> Completion:
             return await d.provider.complete(with_defaults(request, d.defaults), d.model_id)
 
-        return await self._attempts.unary(plan, call_record(), call)
+        return await self._unary(principal, request.model, "completions", completion_tokens(request), call)
 
     async def open_completion_stream(
         self, principal: Principal, request: CompletionRequest
     ) -> AsyncIterator[Completion]:
-        plan = await self._plan(principal, request.model, "completions")
-        return await self._attempts.stream(
-            plan,
-            call_record(),
-            lambda d: d.provider.stream_complete(with_defaults(request, d.defaults), d.model_id),
-        )
+        def open_stream(d: Deployment, sent: CompletionRequest) -> AsyncIterator[Completion]:
+            return d.provider.stream_complete(with_defaults(sent, d.defaults), d.model_id)
+
+        return await self._stream(principal, request, "completions", completion_tokens(request), open_stream)
 
     async def embed(self, principal: Principal, request: EmbeddingRequest) -> EmbeddingResponse:
-        plan = await self._plan(principal, request.model, "embeddings")
-
         async def call(d: Deployment) -> EmbeddingResponse:
             return await d.provider.embed(request, d.model_id)
 
-        return await self._attempts.unary(plan, call_record(), call)
+        return await self._unary(principal, request.model, "embeddings", embedding_tokens(request), call)
+
+    def breaker_states(self) -> list[tuple[str, str]]:
+        """(deployment label, breaker state) of every deployment this worker has routed to."""
+        deployments = self._states.cached_deployments()
+        snapshots = self._states.board.snapshot(d.key for d in deployments)
+        return [(d.label, snapshot.state) for d, snapshot in zip(deployments, snapshots, strict=True)]
 
     async def deployment_health(self, principal: Principal) -> list[tuple[Deployment, HealthSnapshot]]:
         """Each alias's deployments (a deployment under two aliases is listed twice, with one health)."""

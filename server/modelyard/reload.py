@@ -25,7 +25,16 @@ log = logging.getLogger("modelyard.reload")
 
 INTERVAL_ENV = "MODELYARD_RELOAD_INTERVAL"
 DEFAULT_INTERVAL_S = 1.0
-RESTART_ONLY = ("listen", "workers", "data_dir", "max_request_mb")
+RESTART_ONLY = (
+    "listen",
+    "workers",
+    "data_dir",
+    "max_request_mb",
+    "usage",
+    "metrics",
+    "tracing",
+    "access_log",
+)
 """Settings a running worker cannot change: they keep their startup values until a restart."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ EDGE_HEADER = "x-modelyard-edge"
 ERROR_DOMAIN = "modelyard.dev"
 ERROR_BODY_HEADER = "x-modelyard-error"
 ERROR_STATUS_HEADER = "x-modelyard-status"
+REQUEST_ID_HEADER = "x-request-id"
 
 
 def openai_envelope(error: GatewayError) -> str:
@@ -64,6 +66,11 @@ def rich_status(error: GatewayError) -> status_pb2.Status:
     if error.param and error.status < 500:
         violation = error_details_pb2.BadRequest.FieldViolation(field=error.param, description=error.message)
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    if error.quota_subject:
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=error.quota_subject, description=error.message
+        )
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=[violation])))
     if error.retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
@@ -77,6 +84,7 @@ def error_metadata(error: GatewayError, rest: bool) -> tuple[tuple[str, str | by
     ]
     if error.retry_after is not None:
         metadata.append(("retry-after", str(max(0, round(error.retry_after)))))
+    metadata.extend(error.headers)
     if rest:
         metadata.append((ERROR_BODY_HEADER, openai_envelope(error)))
         metadata.append((ERROR_STATUS_HEADER, str(error.status)))
@@ -122,7 +130,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
     def _begin(self, context: grpc.aio.ServicerContext, scope: str) -> CallRecord:
         """Authenticate the caller and open the call's record (with the client's deadline)."""
         metadata = dict(context.invocation_metadata() or ())
-        record = CallRecord()
+        record = CallRecord(request_id=str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4()))
         current_call.set(record)
         principal = self._authenticator.authenticate(
             metadata.get("authorization"), metadata.get(TENANT_HEADER)

@@ -108,6 +108,15 @@ class TenantStates:
             generation, config, providers, deployments, expanded.routes, config.routing.resolve("")
         )
 
+    def cached_deployments(self) -> list[Deployment]:
+        """The deployments of every tenant view built so far, once each."""
+        found: dict[str, Deployment] = {}
+        for _, view in list(self._views.values()):
+            for group in view.router.models().values():
+                for deployment in group:
+                    found.setdefault(deployment.key, deployment)
+        return list(found.values())
+
     async def view(self, tenant_id: str) -> TenantView:
         version = (self._store.version(), self._current.generation)
         cached = self._views.get(tenant_id)

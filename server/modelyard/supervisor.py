@@ -20,6 +20,7 @@ from pathlib import Path
 from modelyard.auth import bootstrap_admin_key
 from modelyard.config import GatewayConfig
 from modelyard.edge.config import EdgeSettings, descriptor_path, render
+from modelyard.metering.exposition import forget_worker, prepare_metrics_dir, serve_metrics
 from modelyard.secrets.keys import MasterKey
 from modelyard.store.sqlite import STORE_FILENAME, SqliteStore
 
@@ -172,6 +173,7 @@ class Supervisor:
         run_dir = data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         prepare_state(data_dir)
+        metrics_dir = prepare_metrics_dir(run_dir) if config.metrics.enabled else None
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
@@ -179,6 +181,8 @@ class Supervisor:
             for worker in self._workers:
                 worker.start()
             self._envoy = start_envoy(self._options, self._workers, run_dir)
+            if metrics_dir is not None and serve_metrics(config.metrics.listen, metrics_dir):
+                print(f"Metrics: http://{config.metrics.listen}/metrics", flush=True)
             print(
                 f"Modelyard is serving: REST http://{config.listen.http}  gRPC {config.listen.grpc}  "
                 f"({config.workers} worker{'s' if config.workers > 1 else ''})",
@@ -201,6 +205,8 @@ class Supervisor:
                 return 1
             for worker in self._workers:
                 if not worker.alive() and not self._stopping:
+                    if self._options.config.metrics.enabled and worker.process is not None:
+                        forget_worker(worker.process.pid)
                     print(
                         f"modelyard: worker {worker.socket_name} died; restarting",
                         file=sys.stderr,

@@ -19,6 +19,10 @@ from modelyard.admin_endpoints import ServingAdmin
 from modelyard.config import GatewayConfig, load_config
 from modelyard.facade.service import OpenAIFacade
 from modelyard.gateway import Gateway
+from modelyard.metering import metrics
+from modelyard.metering.ledger import LEDGER_FILENAME
+from modelyard.metering.setup import Metering, build_metering, plan_of
+from modelyard.metering.usage_query import UsageReader
 from modelyard.reload import ConfigWatcher, reload_interval
 from modelyard.rpc import GatewayInterceptor
 from modelyard.secrets.keys import MasterKey
@@ -27,6 +31,7 @@ from modelyard.service.admin import AdminRestService, AdminService
 from modelyard.service.endpoints import EndpointsService
 from modelyard.service.inference import InferenceService
 from modelyard.service.routing import RoutingService
+from modelyard.service.usage import MeteringRestService, MeteringService
 from modelyard.state import TenantStates
 from modelyard.store.sqlite import STORE_FILENAME, SqliteStore
 from modelyard.tenancy import Authenticator
@@ -42,6 +47,8 @@ from modelyard.v1 import (
     openai_pb2_grpc,
     routing_pb2,
     routing_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
 )
 
 log = logging.getLogger("modelyard.worker")
@@ -53,8 +60,11 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["AdminRest"].full_name,
     routing_pb2.DESCRIPTOR.services_by_name["Routing"].full_name,
     endpoints_pb2.DESCRIPTOR.services_by_name["Endpoints"].full_name,
+    usage_pb2.DESCRIPTOR.services_by_name["Metering"].full_name,
+    usage_pb2.DESCRIPTOR.services_by_name["MeteringRest"].full_name,
 )
 DRAIN_SECONDS = 20.0
+GAUGE_REFRESH_S = 1.0
 MAX_METADATA_BYTES = 128 * 1024
 
 
@@ -89,16 +99,21 @@ class Services:
     admin: ServingAdmin
     authenticator: Authenticator
     states: TenantStates
+    metering: Metering
+    usage: UsageReader
 
 
 def build_services(options: WorkerOptions, store: SqliteStore, transport: HttpTransport) -> Services:
     vault = SecretVault(MasterKey.load(options.data_dir), store)
     states = TenantStates(options.config, store, vault, transport)
+    metering = build_metering(options.config, options.data_dir)
     return Services(
-        gateway=Gateway(states),
+        gateway=Gateway(states, metering.meter),
         admin=ServingAdmin(store, vault, options.config),
         authenticator=Authenticator(options.admin_key_hash, store),
         states=states,
+        metering=metering,
+        usage=UsageReader(options.data_dir / LEDGER_FILENAME),
     )
 
 
@@ -116,6 +131,9 @@ def build_server(
     admin_pb2_grpc.add_AdminRestServicer_to_server(AdminRestService(admin), server)
     routing_pb2_grpc.add_RoutingServicer_to_server(RoutingService(services.gateway), server)
     endpoints_pb2_grpc.add_EndpointsServicer_to_server(EndpointsService(services.admin), server)
+    metering = MeteringService(services.usage)
+    usage_pb2_grpc.add_MeteringServicer_to_server(metering, server)
+    usage_pb2_grpc.add_MeteringRestServicer_to_server(MeteringRestService(metering), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -133,9 +151,19 @@ def _watch_config(options: WorkerOptions, services: Services) -> asyncio.Task[No
     def apply(config: GatewayConfig) -> None:
         services.states.use_config(config)
         services.admin.use_config(config)
+        services.metering.limiter.use_plan(plan_of(config))
 
     watcher = ConfigWatcher(options.config_path, options.config, apply)
     return asyncio.get_running_loop().create_task(watcher.run(options.reload_interval))
+
+
+async def _refresh_gauges(services: Services) -> None:
+    """Gauges that change without a request: breaker states (cooldowns end) and the ledger queue."""
+    while True:
+        await asyncio.sleep(GAUGE_REFRESH_S)
+        metrics.set_breakers(services.gateway.breaker_states())
+        if services.metering.ledger is not None:
+            metrics.ledger_queue.set(services.metering.ledger.depth)
 
 
 async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
@@ -145,6 +173,13 @@ async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
     server, health_servicer = build_server(options, services)
     await server.start()
     watching = _watch_config(options, services)
+    if services.metering.ledger is not None:
+        services.metering.ledger.start()
+    refreshing = (
+        asyncio.get_running_loop().create_task(_refresh_gauges(services))
+        if options.config.metrics.enabled
+        else None
+    )
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()
@@ -155,10 +190,15 @@ async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
     await stop.wait()
-    if watching is not None:
-        watching.cancel()
+    for task in (watching, refreshing):
+        if task is not None:
+            task.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(DRAIN_SECONDS)
+    if services.metering.ledger is not None:
+        await services.metering.ledger.close()
+    services.metering.counters.close()
+    services.usage.close()
     await transport.close()
     store.close()
 

@@ -74,6 +74,7 @@ def test_transcoder(settings: EdgeSettings) -> None:
         "modelyard.v1.AdminRest",
         "modelyard.v1.Routing",
         "modelyard.v1.Endpoints",
+        "modelyard.v1.MeteringRest",
     ]
     assert transcoder["max_request_body_size"] == settings.max_request_bytes
     assert transcoder["proto_descriptor"] == str(settings.descriptor)

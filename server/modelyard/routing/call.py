@@ -30,6 +30,12 @@ class CallRecord:
     upstream_seconds: float = 0.0
     """Time spent waiting on upstreams, until the answer or a stream's first chunk, over all attempts."""
     answered_at: float | None = None
+    request_id: str = ""
+    """Envoy's x-request-id (or one made up for direct gRPC calls): ties the access logs together."""
+    target: str | None = None
+    """The model name the call resolved to (an alias, endpoint or route), once it did."""
+    limit_headers: tuple[tuple[str, str], ...] = ()
+    """OpenAI's x-ratelimit-* headers of the limits the call was admitted under."""
 
     def remaining(self, now: float) -> float | None:
         return None if self.deadline is None else self.deadline - now
@@ -42,6 +48,7 @@ class CallRecord:
         if self.answered_at is not None:
             overhead = max(0.0, self.answered_at - self.started - self.upstream_seconds)
             items.append((OVERHEAD_HEADER, f"{overhead * 1000:.2f}"))
+        items.extend(self.limit_headers)
         return tuple(items)
 
 
