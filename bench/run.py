@@ -53,6 +53,7 @@ class Settings:
     grpc_channels: int
     wait_idle: float
     out: Path
+    metering: list[bool]
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -185,6 +186,12 @@ def parse_args(argv: list[str] | None) -> Settings:
         help="first wait up to S seconds for the machine to be idle (others' load)",
     )
     parser.add_argument("--out", type=Path, help="results directory (default bench-results/<timestamp>)")
+    parser.add_argument(
+        "--metering",
+        choices=("on", "off", "both"),
+        default="both",
+        help="gateway runs with limits, ledger, metrics and access log on, off, or both side by side",
+    )
     args = parser.parse_args(argv)
     out = args.out or REPO / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
     return Settings(
@@ -198,6 +205,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         args.grpc_channels,
         args.wait_idle,
         out,
+        {"on": [True], "off": [False], "both": [True, False]}[args.metering],
     )
 
 
@@ -247,11 +255,11 @@ def stopped_at_exit(started: list[Session]) -> Iterator[None]:
 
 
 def measure_gateway(
-    workers: int, upstream: Target, settings: Settings, wrk: str, started: list[Session]
+    workers: int, upstream: Target, settings: Settings, wrk: str, started: list[Session], metering: bool
 ) -> dict[str, object]:
     """One gateway run; a failure is recorded in the results and the next run still happens."""
     try:
-        gateway = start_gateway(workers, upstream, settings.out, started)
+        gateway = start_gateway(workers, upstream, settings.out, started, metering)
     except BenchError as exc:
         print(f"  FAILED: {exc}", file=sys.stderr)
         return {"name": f"modelyard-w{workers}", "error": str(exc)}
@@ -302,7 +310,9 @@ def run(settings: Settings) -> dict[str, object]:
         upstream = start_upstream(settings.out, "sk-bench-" + secrets.token_hex(8), started)
         targets["direct"] = measure(upstream, upstream, settings, wrk)
         for workers in settings.workers:
-            targets[f"modelyard-w{workers}"] = measure_gateway(workers, upstream, settings, wrk, started)
+            for metering in settings.metering:
+                result = measure_gateway(workers, upstream, settings, wrk, started, metering)
+                targets[str(result["name"])] = result
     results["targets"] = targets
     return results
 

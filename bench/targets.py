@@ -102,20 +102,47 @@ def start_upstream(out: Path, key: str, started: list[Session]) -> Target:
     return ready_or_stopped(Target("direct", session, f"http://127.0.0.1:{port}", key))
 
 
-def gateway_config(upstream: Target) -> dict[str, object]:
+METERING_ON: dict[str, object] = {
+    # limits that are checked on every request (shared counters, token settlement) but never refuse
+    "limits": {
+        "rules": [
+            {"scope": "key", "requests": 10**12, "per": "minute"},
+            {"scope": "key_model", "tokens": 10**14, "per": "minute"},
+        ],
+        "concurrent_per_key": 100_000,
+    },
+    "usage": {"enabled": True},
+    "metrics": {"enabled": True},
+    "access_log": {"enabled": True},
+}
+METERING_OFF: dict[str, object] = {
+    "usage": {"enabled": False},
+    "metrics": {"enabled": False},
+    "access_log": {"enabled": False},
+}
+
+
+def gateway_config(upstream: Target, metering: bool = True) -> dict[str, object]:
     provider = {
         "name": "mock",
         "type": "openai",
         "data": {"apikey": upstream.key, "base_url": f"{upstream.base_url}/v1"},
     }
-    return {"providers": [provider], "models": [{"provider": "mock", "id": MODEL, "alias": MODEL}]}
+    return {
+        "providers": [provider],
+        "models": [{"provider": "mock", "id": MODEL, "alias": MODEL}],
+        **(METERING_ON if metering else METERING_OFF),
+    }
 
 
-def start_gateway(workers: int, upstream: Target, out: Path, started: list[Session]) -> Target:
-    workdir = out / f"modelyard-w{workers}"
+def start_gateway(
+    workers: int, upstream: Target, out: Path, started: list[Session], metering: bool = True
+) -> Target:
+    name = f"modelyard-w{workers}" + ("" if metering else "-metering-off")
+    workdir = out / name
     workdir.mkdir()
     config = workdir / "modelyard.yaml"
-    config.write_text(json.dumps(gateway_config(upstream), indent=2) + "\n")  # JSON is YAML
+    config.write_text(json.dumps(gateway_config(upstream, metering), indent=2) + "\n")  # JSON is YAML
     http_port, grpc_port, key = free_port(), free_port(), "my-bench-" + secrets.token_hex(8)
     argv = [
         str(Path(sys.executable).parent / "modelyard"),
@@ -130,12 +157,12 @@ def start_gateway(workers: int, upstream: Target, out: Path, started: list[Sessi
         str(workers),
         "--data-dir",
         str(workdir / "data"),
+        "--metrics",
+        f"127.0.0.1:{free_port()}",
     ]
     env = {**os.environ, "MODELYARD_ADMIN_KEY": key}
-    session = start_session(f"modelyard-w{workers}", argv, workdir / "gateway.log", env=env)
+    session = start_session(name, argv, workdir / "gateway.log", env=env)
     started.append(session)
     return ready_or_stopped(
-        Target(
-            f"modelyard-w{workers}", session, f"http://127.0.0.1:{http_port}", key, f"127.0.0.1:{grpc_port}"
-        )
+        Target(name, session, f"http://127.0.0.1:{http_port}", key, f"127.0.0.1:{grpc_port}")
     )

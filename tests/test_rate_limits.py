@@ -5,7 +5,6 @@ MLflow's endpoint `limit`, the 429 shape checked with the OpenAI SDK, and gRPC's
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ import openai
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from modelyard.metering.shm_counters import COUNTERS_FILENAME, ShmCounters
 from modelyard.v1 import chat_pb2, inference_pb2_grpc
 
 from tests.admin_fixtures import Rest, create_key, running_gateway
@@ -144,12 +144,13 @@ def test_the_openai_sdk_reads_the_429_and_its_retry_honours_retry_after(rest: Re
 
 
 def _token_counter(rest: Rest, key_id: str) -> int:
-    with sqlite3.connect(rest.gateway.workdir / "data" / "limits.db") as conn:
-        row = conn.execute(
-            "SELECT SUM(used) FROM windows WHERE name LIKE ?",
-            (f"key_model:default/{key_id}/tokens|tokens|%",),
-        ).fetchone()
-    return int(row[0] or 0)
+    """The key's token counter in the gateway's shared counters, read the way a worker reads it."""
+    counters = ShmCounters(rest.gateway.workdir / "data" / COUNTERS_FILENAME)
+    try:
+        window = int(time.time() // 3600)
+        return counters.used(f"key_model:default/{key_id}/tokens|tokens|3600", window)
+    finally:
+        counters.close()
 
 
 def test_token_budgets_settle_to_the_reported_usage_streams_included(rest: Rest) -> None:

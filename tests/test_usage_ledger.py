@@ -179,14 +179,20 @@ def test_a_tenant_sees_only_its_own_usage(rest: Rest, made: dict[str, Any]) -> N
 
 def test_metrics_parse_and_count_what_happened(rest: Rest, made: dict[str, Any]) -> None:
     _settled(rest, made["total"])
-    text = httpx.get(rest.gateway.metrics_url, timeout=10).text
-    families = {family.name: family for family in text_string_to_metric_families(text)}
-    tokens = families["gen_ai_client_token_usage"]
-    counts = {
-        sample.labels["gen_ai_token_type"]: sample.value
-        for sample in tokens.samples
-        if sample.name.endswith("_count") and sample.labels["gen_ai_request_model"] == "gpt"
-    }
+    deadline = time.monotonic() + 10  # workers write their metrics once a second
+    while True:
+        text = httpx.get(rest.gateway.metrics_url, timeout=10).text
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        tokens = families.get("gen_ai_client_token_usage")
+        counts = {
+            sample.labels["gen_ai_token_type"]: sample.value
+            for sample in (tokens.samples if tokens else [])
+            if sample.name.endswith("_count") and sample.labels["gen_ai_request_model"] == "gpt"
+        }
+        if counts == {"input": 8, "output": 8} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert tokens is not None
     assert counts == {"input": 8, "output": 8}
     sums = {
         sample.labels["gen_ai_token_type"]: sample.value
@@ -212,7 +218,9 @@ def test_metrics_parse_and_count_what_happened(rest: Rest, made: dict[str, Any])
 
 
 def _log_lines(rest: Rest) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in rest.gateway.log_path.read_text().splitlines() if line.startswith("{")]
+    return [
+        json.loads(line) for line in rest.gateway.log_path.read_text().splitlines() if line.startswith("{")
+    ]
 
 
 def test_the_access_log_lines_up_with_envoys(rest: Rest, made: dict[str, Any]) -> None:
@@ -230,7 +238,9 @@ def test_the_access_log_lines_up_with_envoys(rest: Rest, made: dict[str, Any]) -
         assert envoy[entry["request_id"]]["status"] == entry["status"]
     failed = [entry for entry in ours if entry["status"] == 404]
     assert failed and all(entry["error_code"] == "model_not_found" for entry in failed)
-    assert "the quick brown fox" not in rest.gateway.log_path.read_text(), "contents are not logged by default"
+    assert "the quick brown fox" not in rest.gateway.log_path.read_text(), (
+        "contents are not logged by default"
+    )
 
 
 def _stall(path: Path, seconds: float, locked: threading.Event) -> None:

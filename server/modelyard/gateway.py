@@ -45,7 +45,7 @@ def _unset(value: object) -> bool:
 class Gateway:
     def __init__(self, states: TenantStates, meter: Meter) -> None:
         self._states = states
-        self._attempts = Attempts(states.board, states.rng)
+        self._attempts = Attempts(states.board, states.rng, tracing=meter.tracing)
         self._meter = meter
 
     async def _plan(self, principal: Principal, model: str, task: str) -> Plan:
@@ -68,6 +68,7 @@ class Gateway:
         task: str,
         tokens: int,
         call: Callable[[Deployment], Awaitable[U]],
+        prompt: Any = None,
     ) -> U:
         record = call_record()
         ticket: Ticket | None = None
@@ -75,6 +76,11 @@ class Gateway:
             plan = await self._plan(principal, model, task)
             ticket = self._meter.begin(principal, model, task, tokens, record, stream=False)
             result = await self._attempts.unary(plan, record, call)
+            if self._meter.keeps_content(plan.name):
+                ticket.content = {
+                    "prompt": _text(prompt),
+                    "completion": _text(getattr(result, "choices", None)),
+                }
         except GatewayError as error:
             self._finish_refused(principal, model, task, record, ticket, error)
             raise
@@ -117,6 +123,9 @@ class Gateway:
         try:
             plan = await self._plan(principal, request.model, task)
             ticket = self._meter.begin(principal, request.model, task, tokens, record, stream=True)
+            if self._meter.keeps_content(plan.name):
+                sent = request.messages if isinstance(request, ChatRequest) else request.prompt
+                ticket.content, ticket.streamed = {"prompt": _text(sent)}, []
             chunks = await self._attempts.stream(plan, record, lambda d: open_stream(d, request))
         except GatewayError as error:
             self._finish_refused(principal, request.model, task, record, ticket, error)
@@ -131,7 +140,9 @@ class Gateway:
         async def call(d: Deployment) -> ChatCompletion:
             return await d.provider.chat(with_defaults(request, d.defaults), d.model_id)
 
-        return await self._unary(principal, request.model, "chat", chat_tokens(request), call)
+        return await self._unary(
+            principal, request.model, "chat", chat_tokens(request), call, request.messages
+        )
 
     async def open_chat_stream(self, principal: Principal, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         def open_stream(d: Deployment, sent: ChatRequest) -> AsyncIterator[ChatChunk]:
@@ -143,7 +154,9 @@ class Gateway:
         async def call(d: Deployment) -> Completion:
             return await d.provider.complete(with_defaults(request, d.defaults), d.model_id)
 
-        return await self._unary(principal, request.model, "completions", completion_tokens(request), call)
+        return await self._unary(
+            principal, request.model, "completions", completion_tokens(request), call, request.prompt
+        )
 
     async def open_completion_stream(
         self, principal: Principal, request: CompletionRequest
@@ -157,7 +170,9 @@ class Gateway:
         async def call(d: Deployment) -> EmbeddingResponse:
             return await d.provider.embed(request, d.model_id)
 
-        return await self._unary(principal, request.model, "embeddings", embedding_tokens(request), call)
+        return await self._unary(
+            principal, request.model, "embeddings", embedding_tokens(request), call, request.input
+        )
 
     def breaker_states(self) -> list[tuple[str, str]]:
         """(deployment label, breaker state) of every deployment this worker has routed to."""
@@ -187,6 +202,14 @@ class Gateway:
             if card.id == alias:
                 return card
         raise model_not_found(alias)
+
+
+_JSON = msgspec.json.Encoder()
+
+
+def _text(value: Any) -> str:
+    """Contents as JSON text, for the access log and traces (only where they are switched on)."""
+    return value if isinstance(value, str) else _JSON.encode(value).decode()
 
 
 def _card(alias: str, deployments: list[Deployment], created: int) -> ModelCard:

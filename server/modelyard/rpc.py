@@ -19,6 +19,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from modelyard.errors import ClientError, GatewayError
+from modelyard.metering.tracing import TRACE_HEADERS
 from modelyard.routing.call import TIMEOUT_HEADER, CallRecord, current_call
 from modelyard.tenancy import TENANT_HEADER, Authenticator, current_principal
 
@@ -131,6 +132,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         """Authenticate the caller and open the call's record (with the client's deadline)."""
         metadata = dict(context.invocation_metadata() or ())
         record = CallRecord(request_id=str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4()))
+        if "traceparent" in metadata:
+            record.trace_headers = {h: str(metadata[h]) for h in TRACE_HEADERS if h in metadata}
         current_call.set(record)
         principal = self._authenticator.authenticate(
             metadata.get("authorization"), metadata.get(TENANT_HEADER)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from modelyard.errors import UpstreamError
+from modelyard.metering.tracing import NO_TRACING, Tracing
 
 READ_BUFFER = 1 << 20
 
@@ -58,7 +59,8 @@ class UpstreamResponse:
 class HttpTransport:
     """One per worker process; opens its session lazily inside the running event loop."""
 
-    def __init__(self, timeouts: Timeouts = Timeouts()) -> None:
+    def __init__(self, timeouts: Timeouts = Timeouts(), tracing: Tracing = NO_TRACING) -> None:
+        self._tracing = tracing
         self._timeouts = timeouts
         self._session: aiohttp.ClientSession | None = None
 
@@ -112,11 +114,13 @@ class HttpTransport:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         limits = attempt_limits.get()
         timeout = limits.client_timeout() if limits is not None else aiohttp.helpers.sentinel
-        try:
-            async with self._client().post(url, data=body, headers=headers, timeout=timeout) as response:
-                yield response
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _transport_error(provider, exc) from None
+        with self._tracing.http(provider, url) as trace_headers:
+            sent = {**headers, **trace_headers} if trace_headers else headers
+            try:
+                async with self._client().post(url, data=body, headers=sent, timeout=timeout) as response:
+                    yield response
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise _transport_error(provider, exc) from None
 
 
 def _transport_error(provider: str, exc: BaseException) -> UpstreamError:

@@ -22,6 +22,7 @@ from modelyard.gateway import Gateway
 from modelyard.metering import metrics
 from modelyard.metering.ledger import LEDGER_FILENAME
 from modelyard.metering.setup import Metering, build_metering, plan_of
+from modelyard.metering.tracing import Tracing
 from modelyard.metering.usage_query import UsageReader
 from modelyard.reload import ConfigWatcher, reload_interval
 from modelyard.rpc import GatewayInterceptor
@@ -65,6 +66,7 @@ SERVICE_NAMES = (
 )
 DRAIN_SECONDS = 20.0
 GAUGE_REFRESH_S = 1.0
+ACCESS_LOG_FLUSH_S = 1.0
 MAX_METADATA_BYTES = 128 * 1024
 
 
@@ -103,10 +105,12 @@ class Services:
     usage: UsageReader
 
 
-def build_services(options: WorkerOptions, store: SqliteStore, transport: HttpTransport) -> Services:
+def build_services(
+    options: WorkerOptions, store: SqliteStore, transport: HttpTransport, tracing: Tracing
+) -> Services:
     vault = SecretVault(MasterKey.load(options.data_dir), store)
     states = TenantStates(options.config, store, vault, transport)
-    metering = build_metering(options.config, options.data_dir)
+    metering = build_metering(options.config, options.data_dir, tracing)
     return Services(
         gateway=Gateway(states, metering.meter),
         admin=ServingAdmin(store, vault, options.config),
@@ -158,23 +162,33 @@ def _watch_config(options: WorkerOptions, services: Services) -> asyncio.Task[No
 
 
 async def _refresh_gauges(services: Services) -> None:
-    """Gauges that change without a request: breaker states (cooldowns end) and the ledger queue."""
+    """Metrics the requests gathered, and gauges that change without a request: breaker states
+    (cooldowns end) and the ledger queue."""
     while True:
         await asyncio.sleep(GAUGE_REFRESH_S)
+        services.metering.meter.flush_metrics()
         metrics.set_breakers(services.gateway.breaker_states())
         if services.metering.ledger is not None:
             metrics.ledger_queue.set(services.metering.ledger.depth)
 
 
+async def _flush_access_log(services: Services) -> None:
+    while True:
+        await asyncio.sleep(ACCESS_LOG_FLUSH_S)
+        services.metering.meter.flush_log()
+
+
 async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
-    transport = HttpTransport()
+    tracing = Tracing.from_config(options.config.tracing)
+    transport = HttpTransport(tracing=tracing)
     store = SqliteStore(options.data_dir / STORE_FILENAME)
-    services = build_services(options, store, transport)
+    services = build_services(options, store, transport, tracing)
     server, health_servicer = build_server(options, services)
     await server.start()
     watching = _watch_config(options, services)
     if services.metering.ledger is not None:
         services.metering.ledger.start()
+    flushing = asyncio.get_running_loop().create_task(_flush_access_log(services))
     refreshing = (
         asyncio.get_running_loop().create_task(_refresh_gauges(services))
         if options.config.metrics.enabled
@@ -190,7 +204,7 @@ async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
     await stop.wait()
-    for task in (watching, refreshing):
+    for task in (watching, refreshing, flushing):
         if task is not None:
             task.cancel()
     await health_servicer.enter_graceful_shutdown()
@@ -199,6 +213,9 @@ async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
         await services.metering.ledger.close()
     services.metering.counters.close()
     services.usage.close()
+    services.metering.meter.flush_log()
+    services.metering.meter.flush_metrics()
+    tracing.shutdown()
     await transport.close()
     store.close()
 

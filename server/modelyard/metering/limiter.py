@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from modelyard.errors import ClientError
-from modelyard.metering.counters import Check, CounterStore, Standing
+from modelyard.metering.counters import Check, CounterStore, Slot, Standing
 from modelyard.metering.settings import PERIOD_SECONDS, LimitRule, LimitsConfig
 from modelyard.tenancy import Principal
 
 Header = tuple[str, str]
 UNITS = ("requests", "tokens")
 CONCURRENCY_RETRY_S = 1.0
+BUDGET_CACHE_SIZE = 10_000
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Admission:
     headers: tuple[Header, ...] = ()
     token_standings: tuple[Standing, ...] = ()
     estimate: int = 0
-    slot: str | None = None
+    slot: Slot | None = None
     settled: bool = field(default=False, compare=False)
 
 
@@ -57,18 +58,27 @@ def reset_text(seconds: float) -> str:
     return text
 
 
+_HEADER_NAMES = {
+    unit: (f"x-ratelimit-limit-{unit}", f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}")
+    for unit in UNITS
+}
+
+
 def _headers(standings: Sequence[Standing], now: float) -> tuple[Header, ...]:
-    """Per unit, the tightest counter (least remaining)."""
+    """Per unit, the tightest counter (least remaining, then soonest reset)."""
+    tightest: dict[str, Standing] = {}
+    for standing in standings:
+        unit = standing.check.unit
+        best = tightest.get(unit)
+        if best is None or (standing.remaining, standing.ends) < (best.remaining, best.ends):
+            tightest[unit] = standing
     headers: list[Header] = []
-    for unit in UNITS:
-        mine = [s for s in standings if s.check.name.endswith(f"|{unit}|{s.check.seconds}")]
-        if not mine:
-            continue
-        tightest = min(mine, key=lambda s: (s.remaining, s.reset_in(now)))
+    for unit, standing in tightest.items():
+        limit, remaining, reset = _HEADER_NAMES[unit]
         headers += [
-            (f"x-ratelimit-limit-{unit}", str(tightest.check.limit)),
-            (f"x-ratelimit-remaining-{unit}", str(tightest.remaining)),
-            (f"x-ratelimit-reset-{unit}", reset_text(tightest.reset_in(now))),
+            (limit, str(standing.check.limit)),
+            (remaining, str(standing.remaining)),
+            (reset, reset_text(standing.reset_in(now))),
         ]
     return tuple(headers)
 
@@ -130,9 +140,34 @@ class RateLimiter:
         self._counters = counters
         self._plan = plan
         self._clock = clock
+        self._cache: dict[
+            tuple[str, str, str], tuple[tuple[tuple[str, int, int, str], ...], Slot | None]
+        ] = {}
 
     def use_plan(self, plan: LimitPlan) -> None:
         self._plan = plan
+        self._cache.clear()
+
+    def _budgets(
+        self, plan: LimitPlan, tenant: str, key: str, model: str
+    ) -> tuple[tuple[tuple[str, int, int, str], ...], Slot | None]:
+        """The counters (name, seconds, amount, unit) and slot a key's request on a model draws
+        from, worked out once per (tenant, key, model)."""
+        cache_key = (tenant, key, model)
+        found = self._cache.get(cache_key)
+        if found is None:
+            principal = Principal(key, tenant, frozenset())
+            budgets = tuple(
+                (f"{subject}|{rule.unit}|{rule.seconds}", rule.seconds, rule.amount, rule.unit)
+                for rule in plan.rules
+                if (subject := rule.subject(principal, model)) is not None
+            )
+            limit = plan.concurrent_per_key
+            slot = Slot(f"concurrency:{tenant}/{key}", limit) if limit is not None else None
+            if len(self._cache) >= BUDGET_CACHE_SIZE:
+                self._cache.clear()
+            found = self._cache[cache_key] = (budgets, slot)
+        return found
 
     @property
     def counts_tokens(self) -> bool:
@@ -142,45 +177,20 @@ class RateLimiter:
         plan = self._plan
         if not plan.rules and plan.concurrent_per_key is None:
             return NO_LIMITS
-        slot = self._enter(principal, plan.concurrent_per_key)
-        try:
-            return self._charge(principal, model, tokens, plan.rules, slot)
-        except BaseException:
-            if slot is not None:
-                self._counters.leave(slot)
-            raise
-
-    def _enter(self, principal: Principal, limit: int | None) -> str | None:
-        if limit is None:
-            return None
-        slot = f"concurrency:{principal.tenant_id}/{principal.key_id}"
-        if not self._counters.enter(slot, limit):
-            raise RateLimited(
-                f"Too many concurrent requests for this API key: at most {limit} may be in flight.",
-                code="concurrency_limit_exceeded",
-                retry_after=CONCURRENCY_RETRY_S,
-                quota_subject=slot,
-            )
-        return slot
-
-    def _charge(
-        self, principal: Principal, model: str, tokens: int, rules: Sequence[Rule], slot: str | None
-    ) -> Admission:
-        checks = []
-        for rule in rules:
-            subject = rule.subject(principal, model)
-            if subject is not None:
-                cost = 1 if rule.unit == "requests" else max(tokens, 1)
-                checks.append(Check(f"{subject}|{rule.unit}|{rule.seconds}", rule.seconds, rule.amount, cost))
-        if not checks:
-            return Admission(slot=slot)
+        budgets, slot = self._budgets(plan, principal.tenant_id, principal.key_id, model)
+        checks = [
+            Check(name, seconds, amount, 1 if unit == "requests" else max(tokens, 1), unit)
+            for name, seconds, amount, unit in budgets
+        ]
+        if not checks and slot is None:
+            return NO_LIMITS
         now = self._clock()
-        decision = self._counters.admit(checks, now)
+        decision = self._counters.admit(checks, now, slot)
         if not decision.admitted:
+            if not decision.standings:
+                raise _busy(slot)
             raise _refusal(decision.standings[0], now)
-        token_standings = tuple(
-            s for s in decision.standings if s.check.name.endswith(f"|tokens|{s.check.seconds}")
-        )
+        token_standings = tuple(s for s in decision.standings if s.check.unit == "tokens")
         return Admission(_headers(decision.standings, now), token_standings, tokens, slot)
 
     def finish(self, admission: Admission, reported_tokens: int | None) -> None:
@@ -189,11 +199,20 @@ class RateLimiter:
         if admission.settled or admission is NO_LIMITS:
             return
         admission.settled = True
+        delta = 0
         if admission.token_standings:
-            actual = reported_tokens if reported_tokens is not None else 0
-            self._counters.settle(admission.token_standings, actual - admission.estimate)
-        if admission.slot is not None:
-            self._counters.leave(admission.slot)
+            delta = (reported_tokens if reported_tokens is not None else 0) - admission.estimate
+        self._counters.finish(admission.token_standings, delta, admission.slot)
+
+
+def _busy(slot: Slot | None) -> RateLimited:
+    limit = slot.limit if slot is not None else 0
+    return RateLimited(
+        f"Too many concurrent requests for this API key: at most {limit} may be in flight.",
+        code="concurrency_limit_exceeded",
+        retry_after=CONCURRENCY_RETRY_S,
+        quota_subject=slot.name if slot is not None else "",
+    )
 
 
 def _refusal(standing: Standing, now: float) -> RateLimited:

@@ -18,11 +18,15 @@ from modelyard.metering import metrics
 from modelyard.metering.ledger import Ledger, UsageRecord
 from modelyard.metering.limiter import NO_LIMITS, Admission, RateLimited, RateLimiter
 from modelyard.metering.prices import PriceTable
+from modelyard.metering.tracing import NO_TRACING, Tracing
 from modelyard.routing.call import CallRecord
 from modelyard.tenancy import Principal
 
 CLIENT_CLOSED = GatewayError("The client closed the request.", status=499, code="client_closed_request")
 INTERNAL = GatewayError("The gateway had an internal error.", status=500, code="internal_error")
+
+
+_STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
 
 
 @dataclass
@@ -37,17 +41,24 @@ class Ticket:
     first_chunk_at: float | None = None
     usage: Any = None
     done: bool = False
+    content: dict[str, Any] | None = None
+    """Prompt and completion, kept only for a model whose contents are logged or traced."""
+    streamed: list[str] | None = None
+    """A stream's text as it passes, when contents are kept."""
 
 
 @dataclass(frozen=True)
 class AccessLog:
-    """One JSON line per request on `out` (the worker's stdout, next to Envoy's access log)."""
+    """One JSON line per request on `out` (the worker's stdout, next to Envoy's access log),
+    buffered: the worker flushes it every second and on exit."""
 
-    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    out: IO[bytes] = field(default_factory=lambda: sys.stdout.buffer)
     content_for: frozenset[str] = frozenset()
 
     def write(self, entry: dict[str, Any]) -> None:
-        self.out.write(orjson.dumps(entry).decode() + "\n")
+        self.out.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+
+    def flush(self) -> None:
         self.out.flush()
 
 
@@ -69,12 +80,15 @@ class Meter:
         *,
         metrics_on: bool = True,
         access_log: AccessLog | None = None,
+        tracing: Tracing = NO_TRACING,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.tracing = tracing
         self._limiter = limiter
         self._ledger = ledger
         self._prices = prices
         self._metrics = metrics_on
+        self._buffer = metrics.MetricsBuffer() if metrics_on else None
         self._access_log = access_log
         self._clock = clock
 
@@ -88,15 +102,13 @@ class Meter:
         self, principal: Principal, model: str, operation: str, tokens: int, record: CallRecord, stream: bool
     ) -> Ticket:
         """Admit the request under its limits (RateLimited otherwise, recorded like any failure)."""
-        ticket = Ticket(principal, model, operation, stream, record)
-        if self._metrics:
-            metrics.in_flight.inc()
+        ticket = self._ticket(principal, model, operation, record, stream)
         if self._limiter is not None:
             try:
                 ticket.admission = self._limiter.admit(principal, model, tokens)
             except RateLimited as refusal:
-                if self._metrics:
-                    metrics.rate_limited.labels(refusal.quota_subject.split(":", 1)[0]).inc()
+                if self._buffer is not None:
+                    self._buffer.count(metrics.rate_limited, (refusal.quota_subject.split(":", 1)[0],))
                 self.finish(ticket, refusal)
                 raise
             record.limit_headers = ticket.admission.headers
@@ -106,9 +118,31 @@ class Meter:
         self, principal: Principal, model: str, operation: str, record: CallRecord, stream: bool
     ) -> Ticket:
         """A ticket for a request refused before admission (its failure is still recorded)."""
-        if self._metrics:
-            metrics.in_flight.inc()
+        return self._ticket(principal, model, operation, record, stream)
+
+    def _ticket(
+        self, principal: Principal, model: str, operation: str, record: CallRecord, stream: bool
+    ) -> Ticket:
+        if self._buffer is not None:
+            self._buffer.in_flight += 1
+        if self.tracing.enabled:
+            record.span = self.tracing.start_request(
+                record.trace_headers, operation, record.target or "unknown", record.started
+            )
         return Ticket(principal, model, operation, stream, record)
+
+    def flush_log(self) -> None:
+        if self._access_log is not None:
+            self._access_log.flush()
+
+    def flush_metrics(self) -> None:
+        if self._buffer is not None:
+            self._buffer.flush()
+
+    def keeps_content(self, model: str) -> bool:
+        """Whether this model's prompts and completions go to the access log or to traces."""
+        logged = self._access_log is not None and model in self._access_log.content_for
+        return logged or self.tracing.capture_content
 
     def chunk(self, ticket: Ticket, usage: Any) -> None:
         if ticket.first_chunk_at is None:
@@ -131,7 +165,7 @@ class Meter:
         ttft = ticket.first_chunk_at - record.started if ticket.first_chunk_at is not None else None
         model_id = deployment.model_id if deployment is not None else ""
         cost = self._prices.cost(model_id, prompt, completion, cached) if usage is not None else 0.0
-        if self._metrics:
+        if self._buffer is not None:
             self._observe(ticket, status, error, latency, ttft, (prompt, completion) if usage else None)
         if self._ledger is not None:
             self._ledger.record(
@@ -154,10 +188,31 @@ class Meter:
                     ticket.operation,
                 )
             )
-            if self._metrics:
-                metrics.ledger_queue.set(self._ledger.depth)
+        if ticket.streamed is not None and ticket.content is not None:
+            ticket.content["completion"] = "".join(ticket.streamed)
         if self._access_log is not None:
             self._log(ticket, status, error, latency, ttft, (prompt, completion, cached))
+        if record.span is not None:
+            self._end_span(ticket, status, error, (prompt, completion) if usage is not None else None)
+
+    def _end_span(
+        self, ticket: Ticket, status: int, error: GatewayError | None, tokens: tuple[int, int] | None
+    ) -> None:
+        record, deployment = ticket.record, ticket.record.deployment
+        span = record.span
+        if self.tracing.capture_content and ticket.content is not None:
+            span.add_event("gen_ai.content", {k: str(v) for k, v in ticket.content.items()})
+        attributes = {
+            "gen_ai.provider.name": deployment.provider.type_name if deployment is not None else None,
+            "gen_ai.response.model": deployment.model_id if deployment is not None else None,
+            "gen_ai.usage.input_tokens": tokens[0] if tokens else None,
+            "gen_ai.usage.output_tokens": tokens[1] if tokens else None,
+            "modelyard.deployment": deployment.label if deployment is not None else None,
+            "modelyard.attempts": record.attempts,
+            "modelyard.request_id": record.request_id,
+            "rpc.response.status_code": status,
+        }
+        self.tracing.end_request(span, attributes, (error.code or error.type) if error is not None else None)
 
     def _observe(
         self,
@@ -172,19 +227,21 @@ class Meter:
         model = record.target or metrics.NO_MODEL
         provider = record.deployment.provider.type_name if record.deployment is not None else metrics.NO_MODEL
         genai = (ticket.operation, provider, model)
-        metrics.in_flight.dec()
-        metrics.requests.labels(model, ticket.operation, f"{status // 100}xx").inc()
+        buffer = self._buffer
+        assert buffer is not None
+        buffer.in_flight -= 1
+        buffer.count(metrics.requests, (model, ticket.operation, _STATUS_CLASS[status // 100]))
         error_type = metrics.error_class(status, error.code) if error is not None else ""
-        metrics.operation_duration.labels(*genai, error_type).observe(latency)
+        buffer.observe(metrics.operation_duration, (*genai, error_type), latency)
         if error is not None:
-            metrics.errors.labels(error_type).inc()
+            buffer.count(metrics.errors, (error_type,))
         if tokens is not None:
-            metrics.token_usage.labels(*genai, "input").observe(tokens[0])
-            metrics.token_usage.labels(*genai, "output").observe(tokens[1])
+            buffer.observe(metrics.token_usage, (*genai, "input"), tokens[0])
+            buffer.observe(metrics.token_usage, (*genai, "output"), tokens[1])
         if ttft is not None:
-            metrics.time_to_first_token.labels(*genai).observe(ttft)
+            buffer.observe(metrics.time_to_first_token, genai, ttft)
         if record.attempts:
-            metrics.upstream_attempts.labels(provider).inc(record.attempts)
+            buffer.count(metrics.upstream_attempts, (provider,), record.attempts)
 
     def _log(
         self,
@@ -218,6 +275,11 @@ class Meter:
                 "cached_tokens": tokens[2],
                 "latency_ms": round(latency * 1000, 3),
                 "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
+                **(
+                    ticket.content
+                    if ticket.content is not None and record.target in self._access_log.content_for
+                    else {}
+                ),
             }
         )
 
@@ -232,6 +294,8 @@ async def metered_stream(
         async for chunk in chunks:
             usage = chunk.usage
             meter.chunk(ticket, usage)
+            if ticket.streamed is not None:
+                ticket.streamed.extend(_chunk_text(chunk))
             if not client_wants_usage and usage is not msgspec.UNSET:
                 if not chunk.choices and usage is not None:
                     continue
@@ -248,3 +312,14 @@ async def metered_stream(
         raise
     finally:
         meter.finish(ticket, error)
+
+
+def _chunk_text(chunk: Any) -> list[str]:
+    """The text a chat or completions chunk adds."""
+    texts = []
+    for choice in chunk.choices:
+        delta = getattr(choice, "delta", None)
+        text = getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)
+        if isinstance(text, str):
+            texts.append(text)
+    return texts

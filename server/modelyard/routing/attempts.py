@@ -14,10 +14,12 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from modelyard.errors import ClientError, GatewayError, UpstreamError
+from modelyard.metering.tracing import NO_TRACING, Tracing
 from modelyard.routing.call import CallRecord
 from modelyard.routing.deployment import Deployment
 from modelyard.routing.health import DeploymentHealth, HealthBoard
@@ -182,10 +184,22 @@ class _Run:
 class Attempts:
     """The router's executor; one per process, sharing the health board."""
 
-    def __init__(self, board: HealthBoard, rng: random.Random, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        board: HealthBoard,
+        rng: random.Random,
+        sleep: Sleep = asyncio.sleep,
+        tracing: Tracing = NO_TRACING,
+    ) -> None:
         self._board = board
         self._rng = rng
         self._sleep = sleep
+        self._tracing = tracing
+
+    def _span(self, record: CallRecord, deployment: Deployment) -> AbstractContextManager[None]:
+        return self._tracing.attempt(
+            record.span, record.attempts, deployment.label, deployment.provider.type_name
+        )
 
     def _run(self, plan: Plan, record: CallRecord) -> _Run:
         return _Run(plan, record, self._board, self._rng, self._sleep)
@@ -197,8 +211,9 @@ class Attempts:
             started = self._board.clock()
             token = attempt_limits.set(limits)
             try:
-                async with asyncio.timeout(limits.deadline - started):
-                    result = await call(deployment)
+                with self._span(record, deployment):
+                    async with asyncio.timeout(limits.deadline - started):
+                        result = await call(deployment)
             except TimeoutError:
                 run.failed(deployment, health, probe, _timeout_error(deployment, "in full"))
                 continue
@@ -228,9 +243,10 @@ class Attempts:
             token = attempt_limits.set(limits)
             iterator: AsyncIterator[T] = _EMPTY
             try:
-                iterator = aiter(open_stream(deployment))
-                async with asyncio.timeout(limits.first_byte):
-                    first = await anext(iterator)
+                with self._span(record, deployment):
+                    iterator = aiter(open_stream(deployment))
+                    async with asyncio.timeout(limits.first_byte):
+                        first = await anext(iterator)
             except StopAsyncIteration:
                 first, empty = None, True
             except TimeoutError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelyard.routing.deployment import Deployment
 
@@ -36,6 +37,10 @@ class CallRecord:
     """The model name the call resolved to (an alias, endpoint or route), once it did."""
     limit_headers: tuple[tuple[str, str], ...] = ()
     """OpenAI's x-ratelimit-* headers of the limits the call was admitted under."""
+    trace_headers: dict[str, str] = field(default_factory=dict)
+    """The client's W3C trace context (traceparent, tracestate), if it sent one."""
+    span: Any = None
+    """The request's trace span, when tracing is on."""
 
     def remaining(self, now: float) -> float | None:
         return None if self.deadline is None else self.deadline - now
