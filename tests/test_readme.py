@@ -35,9 +35,14 @@ class Quickstart:
     env: dict[str, str]
     http: str
     grpc: str
+    metrics: str
 
     def localize(self, code: str) -> str:
-        return code.replace("127.0.0.1:8080", self.http).replace("127.0.0.1:50051", self.grpc)
+        return (
+            code.replace("127.0.0.1:8080", self.http)
+            .replace("127.0.0.1:50051", self.grpc)
+            .replace("127.0.0.1:9464", self.metrics)
+        )
 
 
 def make_run_command() -> list[str]:
@@ -52,9 +57,9 @@ def make_run_command() -> list[str]:
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quickstart]:
     cwd = tmp_path_factory.mktemp("newcomer")
-    http, grpc_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    http, grpc_address, metrics = (f"127.0.0.1:{free_port()}" for _ in range(3))
     env = {k: v for k, v in os.environ.items() if k not in ("MODELYARD_ADMIN_KEY", "MODELYARD_KEY")}
-    command = [*make_run_command(), "--http", http, "--grpc", grpc_address]
+    command = [*make_run_command(), "--http", http, "--grpc", grpc_address, "--metrics", metrics]
     process = subprocess.Popen(
         command,
         cwd=cwd,
@@ -80,7 +85,7 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quickstart]
         check=True,
     ).stdout.strip()
     assert key and key in output, "the generated key is printed once at first start"
-    yield Quickstart(cwd, {**env, "MODELYARD_KEY": key}, http, grpc_address)
+    yield Quickstart(cwd, {**env, "MODELYARD_KEY": key}, http, grpc_address, metrics)
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
 
@@ -213,3 +218,64 @@ def test_the_databricks_endpoint_example_runs_as_written(quickstart: Quickstart)
     assert [(s["scope"], s["key"]) for s in secrets] == [("my_scope", "anthropic_api_key")]
     for path in ("/v1/endpoints/claude-chat", "/v1/secrets/my_scope/anthropic_api_key"):
         assert httpx.delete(f"{base}{path}", headers=headers, timeout=15).status_code == 200
+
+
+def test_limits_example_is_valid() -> None:
+    example = next(m.group("code") for m in BLOCK.finditer(section("Limits")) if m.group("lang") == "yaml")
+    config = parse_config(yaml.safe_load(example))
+    assert config.limits.concurrent_per_key == 16
+    assert [(r.scope, r.unit, r.per) for r in config.limits.rules] == [
+        ("key", "requests", "minute"),
+        ("key_model", "tokens", "hour"),
+        ("tenant", "requests", "day"),
+        ("model", "requests", "second"),
+    ]
+    assert config.usage.prices["my-finetune"].output == 4.0
+    assert config.tracing.otlp_endpoint == "http://127.0.0.1:4317"
+
+
+def test_usage_and_metrics_examples_run_against_make_run(quickstart: Quickstart) -> None:
+    """The usage commands and the metrics curl of the Limits section, after a request was made."""
+    headers = {"Authorization": f"Bearer {quickstart.env['MODELYARD_KEY']}"}
+    body = {"model": "demo/chat", "messages": [{"role": "user", "content": "count me"}]}
+    assert (
+        httpx.post(f"http://{quickstart.http}/v1/chat/completions", json=body, headers=headers).status_code
+        == 200
+    )
+    script = next(m.group("code") for m in BLOCK.finditer(section("Limits")) if m.group("lang") == "bash")
+    env = {
+        **quickstart.env,
+        "MODELYARD_GRPC": quickstart.grpc,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+    deadline = time.monotonic() + 15  # the ledger is written in batches
+    while True:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", quickstart.localize(script)],
+            cwd=quickstart.cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        if result.stdout.count("demo/chat") >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    printed, _, table = result.stdout.partition("START")  # curl prints no newline after the JSON
+    assert '"model":"demo/chat"' in printed and '"provider":"demo"' in printed
+    assert table.split()[:2] == ["MODEL", "PROVIDER"] and "demo/chat" in table
+    metrics_command = re.search(r"`(curl -s http://127\.0\.0\.1:9464/metrics)`", section("Limits"))
+    assert metrics_command is not None
+    deadline = time.monotonic() + 15  # workers write their metrics once a second
+    while True:
+        metrics = subprocess.run(
+            ["bash", "-c", quickstart.localize(metrics_command.group(1))],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        if 'gen_ai_request_model="demo/chat"' in metrics or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert "gen_ai_client_token_usage_bucket" in metrics and 'gen_ai_request_model="demo/chat"' in metrics

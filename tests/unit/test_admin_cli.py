@@ -473,7 +473,8 @@ def test_command_prints_json_equal_to_the_service_data(
 
 
 def test_every_registered_command_has_a_handler_and_a_case() -> None:
-    assert set(admin_cli_commands.COMMANDS) == {" ".join(name.split()[:2]) for name in CASES}
+    # `usage` calls the Metering service, not Admin: tests/test_usage_ledger.py runs it against a gateway
+    assert set(admin_cli_commands.COMMANDS) - {"usage"} == {" ".join(name.split()[:2]) for name in CASES}
     assert parser().parse_args(["keys", "list"]).handler.__name__ == "admin_keys_list"
 
 
