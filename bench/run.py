@@ -190,7 +190,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--metering",
         choices=("on", "off", "both"),
         default="both",
-        help="gateway runs with limits, ledger, metrics and access log on, off, or both side by side",
+        help="gateway runs with limits, ledger and metrics on, off, or both side by side",
     )
     args = parser.parse_args(argv)
     out = args.out or REPO / "bench-results" / time.strftime("%Y%m%d-%H%M%S")

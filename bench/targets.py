@@ -113,13 +113,9 @@ METERING_ON: dict[str, object] = {
     },
     "usage": {"enabled": True},
     "metrics": {"enabled": True},
-    "access_log": {"enabled": True},
 }
-METERING_OFF: dict[str, object] = {
-    "usage": {"enabled": False},
-    "metrics": {"enabled": False},
-    "access_log": {"enabled": False},
-}
+METERING_OFF: dict[str, object] = {"usage": {"enabled": False}, "metrics": {"enabled": False}}
+"""The access log stays on in both: the comparison is of limits, ledger and metrics."""
 
 
 def gateway_config(upstream: Target, metering: bool = True) -> dict[str, object]:
