@@ -26,37 +26,24 @@ from modelyard.store.base import Store, StoreError
 from modelyard.store.migrations import MIGRATIONS, Migration, migrate
 from modelyard.store.records import (
     AuditRecord,
-    EndpointRecord,
     KeyRecord,
     ModelRecord,
     ProviderChange,
     ProviderRecord,
-    ScopedSecretRecord,
     Sealed,
     SecretRecord,
     TenantRecord,
 )
+from modelyard.store.sqlite_serving import ServingTables
 
 BUSY_TIMEOUT = 5.0
 STORE_FILENAME = "modelyard.db"
 """The store's file inside the data directory."""
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
-_INSERT_AUDIT = "INSERT INTO audit (tenant_id, key_id, action, target, result, at) VALUES (?, ?, ?, ?, ?, ?)"
 _INSERT_TENANT = f"INSERT INTO tenants ({rows.TENANT_COLUMNS}) VALUES (?, ?, ?, ?)"
-_INSERT_PROVIDER = f"INSERT INTO providers ({rows.PROVIDER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_INSERT_SECRET = f"INSERT INTO secrets ({rows.SECRET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_MODEL = f"INSERT INTO models ({rows.MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_KEY = f"INSERT INTO api_keys ({rows.KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_UPSERT_SCOPED_SECRET = (
-    f"INSERT INTO scoped_secrets ({rows.SCOPED_SECRET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (tenant_id, scope, key) DO UPDATE SET id = excluded.id, ciphertext = excluded.ciphertext, "
-    "nonce = excluded.nonce, wrapped_key = excluded.wrapped_key, key_nonce = excluded.key_nonce, "
-    "kek_version = excluded.kek_version, hint = excluded.hint, updated_at = excluded.updated_at"
-)
-_SELECT_SCOPED_SECRETS = f"SELECT {rows.SCOPED_SECRET_COLUMNS} FROM scoped_secrets"
-_INSERT_ENDPOINT = f"INSERT INTO endpoints ({rows.ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
-_SELECT_ENDPOINTS = f"SELECT {rows.ENDPOINT_COLUMNS} FROM endpoints"
 _SELECT_PROVIDERS = f"SELECT {rows.PROVIDER_COLUMNS} FROM providers"
 _SELECT_SECRETS = f"SELECT {rows.SECRET_COLUMNS} FROM secrets"
 _SELECT_MODELS = f"SELECT {rows.MODEL_COLUMNS} FROM models"
@@ -116,7 +103,7 @@ def _enable_wal(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> No
         raise StoreError("unavailable", f"SQLite cannot use WAL mode for {path} (got {mode})")
 
 
-class SqliteStore:
+class SqliteStore(ServingTables):
     def __init__(
         self,
         path: Path,
@@ -202,7 +189,7 @@ class SqliteStore:
             conn.execute(_INSERT_TENANT, params)
             if key:
                 conn.execute(_INSERT_KEY, key)
-            conn.execute(_INSERT_AUDIT, entry)
+            conn.execute(rows.INSERT_AUDIT, entry)
 
     def update_tenant(self, tenant: TenantRecord, audit: AuditRecord) -> None:
         id_, name, manager, _ = rows.tenant_params(tenant)
@@ -212,7 +199,7 @@ class SqliteStore:
             sql = "UPDATE tenants SET name = ?, secrets_manager = ? WHERE id = ?"
             if not conn.execute(sql, (name, manager, id_)).rowcount:
                 raise StoreError("not_found", f"no tenant '{id_}'")
-            conn.execute(_INSERT_AUDIT, entry)
+            conn.execute(rows.INSERT_AUDIT, entry)
 
     def delete_tenant(self, tenant_id: str, audit: AuditRecord) -> bool:
         """Deletes the tenant with its providers, secrets, models and keys; its audit trail stays."""
@@ -220,7 +207,7 @@ class SqliteStore:
         with self._write() as conn:
             deleted = conn.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,)).rowcount > 0
             if deleted:
-                conn.execute(_INSERT_AUDIT, entry)
+                conn.execute(rows.INSERT_AUDIT, entry)
         return deleted
 
     def get_tenant(self, tenant_id: str) -> TenantRecord | None:
@@ -246,9 +233,9 @@ class SqliteStore:
             raise StoreError("not_found", f"provider '{provider.name}' refers to a secret it does not own")
         errors = rows.errors(rows.provider_conflicts(provider), f"no tenant '{provider.tenant_id}'")
         with self._write(errors) as conn:
-            conn.execute(_INSERT_PROVIDER, params)
-            conn.executemany(_INSERT_SECRET, secret_rows)
-            conn.execute(_INSERT_AUDIT, entry)
+            conn.execute(rows.INSERT_PROVIDER, params)
+            conn.executemany(rows.INSERT_SECRET, secret_rows)
+            conn.execute(rows.INSERT_AUDIT, entry)
 
     def update_provider(self, change: ProviderChange, audit: AuditRecord) -> None:
         """Replaces name, type, data and updated_at (never the tenant or created_at)."""
@@ -264,12 +251,12 @@ class SqliteStore:
             conn.executemany(
                 "DELETE FROM secrets WHERE id = ? AND tenant_id = ? AND provider_id = ?", removed
             )
-            conn.executemany(_INSERT_SECRET, secret_rows)
+            conn.executemany(rows.INSERT_SECRET, secret_rows)
             sql = "SELECT id FROM secrets WHERE tenant_id = ? AND provider_id = ?"
             owned = {row[0] for row in conn.execute(sql, (tenant_id, id_))}
             if set(rows.secret_refs(p.data)) - owned:
                 raise StoreError("not_found", f"provider '{name}' refers to a secret it does not own")
-            conn.execute(_INSERT_AUDIT, entry)
+            conn.execute(rows.INSERT_AUDIT, entry)
 
     def delete_provider(self, tenant_id: str, provider_id: str, audit: AuditRecord) -> bool:
         """Deletes the provider with its secrets and models (foreign keys cascade)."""
@@ -278,7 +265,7 @@ class SqliteStore:
             sql = "DELETE FROM providers WHERE id = ? AND tenant_id = ?"
             deleted = conn.execute(sql, (provider_id, tenant_id)).rowcount > 0
             if deleted:
-                conn.execute(_INSERT_AUDIT, entry)
+                conn.execute(rows.INSERT_AUDIT, entry)
         return deleted
 
     def get_provider(self, tenant_id: str, provider_id: str) -> ProviderRecord | None:
@@ -344,7 +331,7 @@ class SqliteStore:
         }
         with self._write(rows.errors(conflicts, f"no provider '{model.provider_id}' in this tenant")) as conn:
             conn.execute(_INSERT_MODEL, params)
-            conn.execute(_INSERT_AUDIT, entry)
+            conn.execute(rows.INSERT_AUDIT, entry)
 
     def remove_model(self, tenant_id: str, provider_id: str, id_or_alias: str, audit: AuditRecord) -> bool:
         """Removes the model with this record id, else with this provider model id, else this alias."""
@@ -354,7 +341,7 @@ class SqliteStore:
                 conn.execute(sql, (tenant_id, provider_id, id_or_alias)).rowcount for sql in _REMOVE_MODEL
             )
             if removed:
-                conn.execute(_INSERT_AUDIT, entry)
+                conn.execute(rows.INSERT_AUDIT, entry)
         return removed
 
     def list_models(self, tenant_id: str | None = None, provider_id: str | None = None) -> list[ModelRecord]:
@@ -368,7 +355,7 @@ class SqliteStore:
         params, entry = rows.key_params(key), rows.audit_params(audit)
         with self._write(rows.errors(rows.key_conflicts(key), f"no tenant '{key.tenant_id}'")) as conn:
             conn.execute(_INSERT_KEY, params)
-            conn.execute(_INSERT_AUDIT, entry)
+            conn.execute(rows.INSERT_AUDIT, entry)
 
     def revoke_key(self, tenant_id: str, key_id: str, revoked_at: int, audit: AuditRecord) -> bool:
         """True when the tenant has this key (an earlier revocation time is kept)."""
@@ -379,7 +366,7 @@ class SqliteStore:
             sql = "SELECT 1 FROM api_keys WHERE id = ? AND tenant_id = ?"
             found = conn.execute(sql, (key_id, tenant_id)).fetchone() is not None
             if found:
-                conn.execute(_INSERT_AUDIT, entry)
+                conn.execute(rows.INSERT_AUDIT, entry)
         return found
 
     def key_by_hash(self, key_hash: str) -> KeyRecord | None:
@@ -395,7 +382,7 @@ class SqliteStore:
     def record_audit(self, audit: AuditRecord) -> None:
         entry = rows.audit_params(audit)
         with self._write() as conn:
-            conn.execute(_INSERT_AUDIT, entry)
+            conn.execute(rows.INSERT_AUDIT, entry)
 
     def list_audit(self, tenant_id: str, limit: int, before: int = 0) -> list[AuditRecord]:
         """Newest first; `before` (a sequence, 0 for none) pages back."""
@@ -405,103 +392,6 @@ class SqliteStore:
         sql = f"SELECT {rows.AUDIT_COLUMNS} FROM audit WHERE tenant_id = ? AND sequence < ? ORDER BY sequence DESC LIMIT ?"
         found = self._all(sql, (tenant_id, bound, rows.integer("limit", limit)))
         return [rows.audit(row) for row in found]
-
-    # secret scopes
-
-    def put_scoped_secret(self, secret: ScopedSecretRecord, audit: AuditRecord) -> None:
-        params, entry = rows.scoped_secret_params(secret), rows.audit_params(audit)
-        with self._write(rows.errors({}, f"no tenant '{secret.tenant_id}'")) as conn:
-            conn.execute(_UPSERT_SCOPED_SECRET, params)
-            conn.execute(_INSERT_AUDIT, entry)
-
-    def delete_scoped_secret(self, tenant_id: str, scope: str, key: str, audit: AuditRecord) -> bool:
-        entry = rows.audit_params(audit)
-        with self._write() as conn:
-            sql = "DELETE FROM scoped_secrets WHERE tenant_id = ? AND scope = ? AND key = ?"
-            deleted = conn.execute(sql, (tenant_id, scope, key)).rowcount > 0
-            if deleted:
-                conn.execute(_INSERT_AUDIT, entry)
-        return deleted
-
-    def get_scoped_secret(self, tenant_id: str, scope: str, key: str) -> ScopedSecretRecord | None:
-        sql = f"{_SELECT_SCOPED_SECRETS} WHERE tenant_id = ? AND scope = ? AND key = ?"
-        row = self._one(sql, (tenant_id, scope, key))
-        return rows.scoped_secret(row) if row else None
-
-    def list_scoped_secrets(self, tenant_id: str) -> list[ScopedSecretRecord]:
-        sql = f"{_SELECT_SCOPED_SECRETS} WHERE tenant_id = ? ORDER BY scope, key"
-        return [rows.scoped_secret(row) for row in self._all(sql, (tenant_id,))]
-
-    # endpoints
-
-    def put_endpoint(
-        self,
-        endpoint: EndpointRecord,
-        providers: Sequence[tuple[ProviderRecord, Sequence[SecretRecord]]],
-        audit: AuditRecord,
-        replace: bool,
-    ) -> None:
-        """Creates the endpoint (or, with `replace`, replaces the existing one) with the providers
-        it owns; the providers the replaced config owned are deleted with their secrets."""
-        params, entry = rows.endpoint_params(endpoint), rows.audit_params(audit)
-        owned = [
-            (rows.provider_params(p), [rows.secret_params(s) for s in rows.owned(p, ss)])
-            for p, ss in providers
-        ]
-        conflicts = {
-            "endpoints.tenant_id, endpoints.name": f"an endpoint named '{endpoint.name}' already exists"
-        }
-        for provider, _ in providers:
-            conflicts.update(rows.provider_conflicts(provider))
-        with self._write(rows.errors(conflicts, f"no tenant '{endpoint.tenant_id}'")) as conn:
-            old = self._endpoint_in(conn, endpoint.tenant_id, endpoint.name)
-            if replace and old is None:
-                raise StoreError("not_found", f"no endpoint '{endpoint.name}' in this tenant")
-            if not replace and old is not None:
-                raise StoreError("conflict", f"an endpoint named '{endpoint.name}' already exists")
-            if old is not None:
-                self._drop_endpoint(conn, old)
-            for provider_row, secret_rows in owned:
-                conn.execute(_INSERT_PROVIDER, provider_row)
-                conn.executemany(_INSERT_SECRET, secret_rows)
-            conn.execute(_INSERT_ENDPOINT, params)
-            conn.execute(_INSERT_AUDIT, entry)
-
-    def delete_endpoint(self, tenant_id: str, name: str, audit: AuditRecord) -> bool:
-        """Deletes the endpoint with the providers it owns (and their secrets and models)."""
-        entry = rows.audit_params(audit)
-        with self._write() as conn:
-            old = self._endpoint_in(conn, tenant_id, name)
-            if old is None:
-                return False
-            self._drop_endpoint(conn, old)
-            conn.execute(_INSERT_AUDIT, entry)
-        return True
-
-    @staticmethod
-    def _endpoint_in(conn: sqlite3.Connection, tenant_id: str, name: str) -> EndpointRecord | None:
-        row = conn.execute(
-            f"{_SELECT_ENDPOINTS} WHERE tenant_id = ? AND name = ?", (tenant_id, name)
-        ).fetchone()
-        return rows.endpoint(row) if row else None
-
-    @staticmethod
-    def _drop_endpoint(conn: sqlite3.Connection, endpoint: EndpointRecord) -> None:
-        conn.execute(
-            "DELETE FROM endpoints WHERE tenant_id = ? AND name = ?", (endpoint.tenant_id, endpoint.name)
-        )
-        conn.executemany(
-            "DELETE FROM providers WHERE id = ? AND tenant_id = ?",
-            [(entity.provider_id, endpoint.tenant_id) for entity in endpoint.entities],
-        )
-
-    def get_endpoint(self, tenant_id: str, name: str) -> EndpointRecord | None:
-        row = self._one(f"{_SELECT_ENDPOINTS} WHERE tenant_id = ? AND name = ?", (tenant_id, name))
-        return rows.endpoint(row) if row else None
-
-    def list_endpoints(self, tenant_id: str) -> list[EndpointRecord]:
-        found = self._all(f"{_SELECT_ENDPOINTS} WHERE tenant_id = ? ORDER BY created_at, rowid", (tenant_id,))
-        return [rows.endpoint(row) for row in found]
 
 
 if TYPE_CHECKING:

@@ -46,6 +46,10 @@ SCOPED_SECRET_COLUMNS = (
 )
 ENDPOINT_COLUMNS = "tenant_id, name, data, created_at, updated_at"
 
+INSERT_AUDIT = "INSERT INTO audit (tenant_id, key_id, action, target, result, at) VALUES (?, ?, ?, ?, ?, ?)"
+INSERT_PROVIDER = f"INSERT INTO providers ({PROVIDER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT_SECRET = f"INSERT INTO secrets ({SECRET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
 
 # checks
 
