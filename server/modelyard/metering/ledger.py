@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import orjson
-
 log = logging.getLogger("modelyard.ledger")
 
 LEDGER_FILENAME = "usage.db"
@@ -57,12 +55,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS usage_tenant_at ON usage (tenant_id, at)",
     "CREATE TABLE IF NOT EXISTS dropped (at REAL NOT NULL, count INTEGER NOT NULL)",
 )
-_INSERT = (
-    f"INSERT INTO usage ({', '.join(_COLUMNS)}) "
-    f"SELECT {', '.join(f'value ->> {i}' for i in range(len(_COLUMNS)))} FROM json_each(?)"
-)
-"""A whole batch in one statement (one JSON array of rows): one step inside SQLite, so the writer
-thread gives the GIL back once per batch rather than once per row."""
+_INSERT = f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
 def open_ledger(path: Path) -> sqlite3.Connection:
@@ -85,8 +78,7 @@ class LedgerWriter:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                if records:
-                    self._conn.execute(_INSERT, (orjson.dumps([tuple(r) for r in records]),))
+                self._conn.executemany(_INSERT, records)
                 if dropped:
                     self._conn.execute(
                         "INSERT INTO dropped (at, count) VALUES (?, ?)", (time.time(), dropped)
