@@ -21,11 +21,13 @@ from modelyard.auth import bootstrap_admin_key
 from modelyard.config import GatewayConfig
 from modelyard.edge.config import EdgeSettings, descriptor_path, render
 from modelyard.metering.exposition import forget_worker, prepare_metrics_dir, serve_metrics
+from modelyard.metering.ledger import LEDGER_FILENAME, checkpoint
 from modelyard.secrets.keys import MasterKey
 from modelyard.store.sqlite import STORE_FILENAME, SqliteStore
 
 READY_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 25.0
+CHECKPOINT_EVERY_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -196,8 +198,13 @@ class Supervisor:
             self._shutdown()
 
     def _watch(self) -> int:
+        ledger = Path(self._options.config.data_dir) / LEDGER_FILENAME
+        next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
         while not self._stopping:
             time.sleep(0.2)
+            if time.monotonic() >= next_checkpoint:
+                checkpoint(ledger)  # workers never checkpoint: it would fsync on their event loop
+                next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
             if self._envoy is not None and self._envoy.poll() is not None:
                 print(
                     f"modelyard: envoy exited with code {self._envoy.returncode}", file=sys.stderr, flush=True
