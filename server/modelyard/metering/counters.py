@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     name: str
     """The counter: scope, subject and unit (never a secret)."""
     seconds: int
@@ -28,8 +27,7 @@ class Check:
     """requests or tokens."""
 
 
-@dataclass(frozen=True, slots=True)
-class Standing:
+class Standing(NamedTuple):
     """A counter after an admission: what the rate-limit headers report."""
 
     check: Check

@@ -124,15 +124,6 @@ class ShmCounters:
         self._write(free, digest, window, 0, FOREVER, 0)
         return free, 0
 
-    def _add(self, index: int, delta: int, ends: int | None = None, pid: int | None = None) -> int:
-        """Add to a row's count (setting its end and holder when given); the new count."""
-        digest, window, used, old_ends, old_pid = self._read(index)
-        used = max(used + delta, 0)
-        self._write(
-            index, digest, window, used, old_ends if ends is None else ends, old_pid if pid is None else pid
-        )
-        return used
-
     # the CounterStore contract
 
     def admit(self, checks: Sequence[Check], now: float, slot: Slot | None = None) -> Decision:
@@ -148,21 +139,23 @@ class ShmCounters:
         rows = []
         for check in checks:
             window = int(now // check.seconds)
-            index, used = self._find(_digest(check.name), window, second)
+            digest = _digest(check.name)
+            index, used = self._find(digest, window, second)
             if used + check.cost > check.limit:
                 return Decision(False, (Standing(check, window, used),))
-            rows.append((index, check, window))
+            rows.append((index, digest, window, used, check))
         if slot is not None:
-            total, held = self._find(_digest(slot.name), 0, second)
+            digest = _digest(slot.name)
+            total, held = self._find(digest, 0, second)
             if held >= slot.limit:
                 return Decision(False, ())
-            mine, _ = self._find(_digest(slot.name), self._pid, second)
-            self._add(total, 1, FOREVER, 0)
-            self._add(mine, 1, FOREVER, self._pid)
+            mine, mine_held = self._find(digest, self._pid, second)
+            self._write(total, digest, 0, held + 1, FOREVER, 0)
+            self._write(mine, digest, self._pid, mine_held + 1, FOREVER, self._pid)
         standings = []
-        for index, check, window in rows:
-            used = self._add(index, check.cost, (window + 1) * check.seconds, 0)
-            standings.append(Standing(check, window, used))
+        for index, digest, window, used, check in rows:
+            self._write(index, digest, window, used + check.cost, (window + 1) * check.seconds, 0)
+            standings.append(Standing(check, window, used + check.cost))
         return Decision(True, tuple(standings))
 
     def finish(self, standings: Sequence[Standing], delta: int, slot: Slot | None = None) -> None:
@@ -173,15 +166,19 @@ class ShmCounters:
             try:
                 if delta:
                     for standing in standings:
-                        index, _ = self._find(_digest(standing.check.name), standing.window, second)
-                        self._add(index, delta)
+                        self._bump(_digest(standing.check.name), standing.window, delta, second)
                 if slot is not None:
-                    total, _ = self._find(_digest(slot.name), 0, second)
-                    mine, _ = self._find(_digest(slot.name), self._pid, second)
-                    self._add(total, -1)
-                    self._add(mine, -1)
+                    digest = _digest(slot.name)
+                    self._bump(digest, 0, -1, second)
+                    self._bump(digest, self._pid, -1, second)
             except TableFull:
                 self._table_full()
+
+    def _bump(self, digest: bytes, window: int, delta: int, now: int) -> None:
+        """Add to a counter's row, keeping its end and holder (never below zero)."""
+        index, _ = self._find(digest, window, now)
+        _, _, used, ends, pid = self._read(index)
+        self._write(index, digest, window, max(used + delta, 0), ends, pid)
 
     def used(self, name: str, window: int) -> int:
         """A counter's current value (for diagnostics and tests)."""
@@ -201,8 +198,7 @@ class ShmCounters:
             if pid and pid != self._pid and used and not _pid_alive(pid):
                 self._write(index, digest, window, 0, ends, pid)
                 with contextlib.suppress(TableFull):
-                    total, _ = self._find(digest, 0, int(time.time()))
-                    self._add(total, -used)
+                    self._bump(digest, 0, -used, int(time.time()))
 
     def _table_full(self) -> None:
         if not self._full_logged:
