@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2
 from modelyard.admin_cli_output import Output, listing, struct_fields, timestamp
 from modelyard.admin_cli_session import Command, Session, UsageError
 from modelyard.admin_cli_session import run as run_command
+from modelyard.metering.usage_query import GROUPS
 from modelyard.v1 import admin_pb2, usage_pb2, usage_pb2_grpc
 
 UINT32_MAX = 2**32 - 1
@@ -244,13 +245,6 @@ def audit(session: Session, args: argparse.Namespace) -> None:
 # usage
 
 USAGE_COLUMNS = ("REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "CACHED", "COST_USD", "MEAN_MS")
-GROUP_FIELDS = {
-    "tenant": "tenant_id",
-    "key": "key_id",
-    "model": "model",
-    "provider": "provider",
-    "deployment": "deployment",
-}
 
 
 def usage(session: Session, args: argparse.Namespace) -> None:
@@ -265,7 +259,7 @@ def usage(session: Session, args: argparse.Namespace) -> None:
     columns = ("START", *(name.upper() for name in group_by), *USAGE_COLUMNS)
 
     def row(bucket: usage_pb2.UsageBucket) -> list[str]:
-        groups = [getattr(bucket, GROUP_FIELDS[name]) or "-" for name in group_by if name in GROUP_FIELDS]
+        groups = [getattr(bucket, GROUPS[name]) or "-" for name in group_by if name in GROUPS]
         counts = [
             bucket.requests,
             bucket.errors,

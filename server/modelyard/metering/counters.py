@@ -35,10 +35,6 @@ class Standing(NamedTuple):
     used: int
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.check.name, self.window)
-
-    @property
     def ends(self) -> int:
         return (self.window + 1) * self.check.seconds
 

@@ -188,6 +188,7 @@ class RateLimiter:
         decision = self._counters.admit(checks, now, slot)
         if not decision.admitted:
             if not decision.standings:
+                assert slot is not None, "a refusal without standings is a full concurrency slot"
                 raise _busy(slot)
             raise _refusal(decision.standings[0], now)
         token_standings = tuple(s for s in decision.standings if s.check.unit == "tokens")
@@ -205,13 +206,12 @@ class RateLimiter:
         self._counters.finish(admission.token_standings, delta, admission.slot)
 
 
-def _busy(slot: Slot | None) -> RateLimited:
-    limit = slot.limit if slot is not None else 0
+def _busy(slot: Slot) -> RateLimited:
     return RateLimited(
-        f"Too many concurrent requests for this API key: at most {limit} may be in flight.",
+        f"Too many concurrent requests for this API key: at most {slot.limit} may be in flight.",
         code="concurrency_limit_exceeded",
         retry_after=CONCURRENCY_RETRY_S,
-        quota_subject=slot.name if slot is not None else "",
+        quota_subject=slot.name,
     )
 
 

@@ -87,7 +87,6 @@ class Meter:
         self._limiter = limiter
         self._ledger = ledger
         self._prices = prices
-        self._metrics = metrics_on
         self._buffer = metrics.MetricsBuffer() if metrics_on else None
         self._access_log = access_log
         self._clock = clock
@@ -96,7 +95,7 @@ class Meter:
     def wants_usage(self) -> bool:
         """Whether streams should ask their upstream for usage even when the client did not."""
         counts_tokens = self._limiter is not None and self._limiter.counts_tokens
-        return self._ledger is not None or self._metrics or counts_tokens
+        return self._ledger is not None or self._buffer is not None or counts_tokens
 
     def begin(
         self, principal: Principal, model: str, operation: str, tokens: int, record: CallRecord, stream: bool
@@ -163,11 +162,11 @@ class Meter:
         status = error.status if error is not None else 200
         latency = self._clock() - record.started
         ttft = ticket.first_chunk_at - record.started if ticket.first_chunk_at is not None else None
-        model_id = deployment.model_id if deployment is not None else ""
-        cost = self._prices.cost(model_id, prompt, completion, cached) if usage is not None else 0.0
         if self._buffer is not None:
             self._observe(ticket, status, error, latency, ttft, (prompt, completion) if usage else None)
         if self._ledger is not None:
+            model_id = deployment.model_id if deployment is not None else ""
+            cost = self._prices.cost(model_id, prompt, completion, cached) if usage is not None else 0.0
             self._ledger.record(
                 UsageRecord(
                     ticket.at,

@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from modelyard.admin_endpoints import ServingAdmin
+from modelyard.secrets.vault import MASK
 from modelyard.service.admin import DELETED
 from modelyard.service.structs import dict_to_struct, struct_to_dict
 from modelyard.store.records import EndpointRecord, ScopedSecretRecord
@@ -72,7 +73,7 @@ def endpoint_pb(record: EndpointRecord) -> pb.Endpoint:
 
 
 def secret_pb(record: ScopedSecretRecord) -> pb.SecretMetadata:
-    masked = "****" + record.hint
+    masked = MASK + record.hint
     return pb.SecretMetadata(
         scope=record.scope, key=record.key, masked_value=masked, updated_at=record.updated_at
     )

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 import orjson
 from google.api import httpbody_pb2
 
-from modelyard.metering.usage_query import UsageQuery, UsageReader, UsageReport
+from modelyard.metering.usage_query import GROUPS, UsageQuery, UsageReader, UsageReport, UsageRow
 from modelyard.tenancy import caller
 from modelyard.v1 import usage_pb2 as pb
 from modelyard.v1 import usage_pb2_grpc
 
 Context: TypeAlias = grpc.aio.ServicerContext
-GROUP_FIELDS = {
-    "tenant": "tenant_id",
-    "key": "key_id",
-    "model": "model",
-    "provider": "provider",
-    "deployment": "deployment",
-}
 
 
 def _query(request: pb.GetUsageRequest) -> UsageQuery:
@@ -39,23 +32,19 @@ def _query(request: pb.GetUsageRequest) -> UsageQuery:
     )
 
 
+def _bucket(row: UsageRow) -> dict[str, Any]:
+    """A report row as the fields of a UsageBucket."""
+    totals = {k: v for k, v in asdict(row).items() if k != "groups"}
+    return {**totals, **{GROUPS[k]: v for k, v in row.groups.items()}}
+
+
 def report_pb(report: UsageReport) -> pb.UsageReport:
-    buckets = []
-    for row in report.rows:
-        values = {**asdict(row), **{GROUP_FIELDS[k]: v for k, v in row.groups.items()}}
-        values.pop("groups")
-        buckets.append(pb.UsageBucket(**values))
+    buckets = [pb.UsageBucket(**_bucket(row)) for row in report.rows]
     return pb.UsageReport(buckets=buckets, dropped_records=report.dropped)
 
 
 def report_json(report: UsageReport) -> bytes:
-    buckets = [
-        {
-            **{k: v for k, v in asdict(row).items() if k != "groups"},
-            **{GROUP_FIELDS[k]: v for k, v in row.groups.items()},
-        }
-        for row in report.rows
-    ]
+    buckets = [_bucket(row) for row in report.rows]
     return orjson.dumps({"buckets": buckets, "dropped_records": report.dropped})
 
 
