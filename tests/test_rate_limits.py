@@ -19,6 +19,7 @@ import openai
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from modelyard.metering.meter import DRAIN_INTERVAL_S
 from modelyard.metering.shm_counters import COUNTERS_FILENAME, ShmCounters
 from modelyard.v1 import chat_pb2, inference_pb2_grpc
 
@@ -153,6 +154,15 @@ def _token_counter(rest: Rest, key_id: str) -> int:
         counters.close()
 
 
+def _settled_token_counter(rest: Rest, key_id: str, expected: int) -> int:
+    """The token counter once settlements have been applied (workers settle every DRAIN_INTERVAL_S,
+    after the answers left): its value when it reaches `expected`, or after 2 s."""
+    deadline = time.monotonic() + 2.0
+    while (value := _token_counter(rest, key_id)) != expected and time.monotonic() < deadline:
+        time.sleep(DRAIN_INTERVAL_S)
+    return value
+
+
 def test_token_budgets_settle_to_the_reported_usage_streams_included(rest: Rest) -> None:
     key_id, key = create_key(rest, rest.gateway.admin_key, f"tokens-{secrets.token_hex(3)}", ["inference"])
     _hour_window_is_safe()
@@ -173,7 +183,7 @@ def test_token_budgets_settle_to_the_reported_usage_streams_included(rest: Rest)
     assert asked[-1].usage is not None and not asked[-1].choices
     reported += asked[-1].usage.total_tokens
     reported += unary.usage.total_tokens  # the stripped stream reported what the same unary call did
-    assert _token_counter(rest, key_id) == reported
+    assert _settled_token_counter(rest, key_id, reported) == reported
     while _token_counter(rest, key_id) + 50 <= TOKEN_LIMIT:
         client.chat.completions.create(model="tokens", messages=messages)
     with pytest.raises(openai.RateLimitError) as refused:

@@ -186,6 +186,7 @@ async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
     server, health_servicer = build_server(options, services)
     await server.start()
     watching = _watch_config(options, services)
+    services.metering.meter.start()
     if services.metering.ledger is not None:
         services.metering.ledger.start()
     flushing = asyncio.get_running_loop().create_task(_flush_access_log(services))
@@ -209,6 +210,7 @@ async def serve(options: WorkerOptions, ready_fd: int | None) -> None:
             task.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(DRAIN_SECONDS)
+    await services.metering.meter.stop()
     if services.metering.ledger is not None:
         await services.metering.ledger.close()
     services.metering.counters.close()

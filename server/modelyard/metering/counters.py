@@ -22,35 +22,33 @@ class Check(NamedTuple):
     """The counter: scope, subject and unit (never a secret)."""
     seconds: int
     limit: int
-    cost: int
     unit: str = "requests"
-    """requests or tokens."""
+    """requests (each admission costs 1) or tokens (it costs the request's token estimate)."""
+
+    def window(self, at: float) -> int:
+        return int(at // self.seconds)
+
+    def ends(self, at: float) -> int:
+        """When the window of `at` ends (Unix seconds)."""
+        return (int(at // self.seconds) + 1) * self.seconds
 
 
-class Standing(NamedTuple):
-    """A counter after an admission: what the rate-limit headers report."""
-
-    check: Check
-    window: int
-    used: int
-
-    @property
-    def ends(self) -> int:
-        return (self.window + 1) * self.check.seconds
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.check.limit - self.used)
-
-    def reset_in(self, now: float) -> float:
-        return self.ends - now
-
-
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     admitted: bool
-    standings: tuple[Standing, ...]
-    """Every counter checked, charged when admitted; the first one without room when refused."""
+    used: tuple[int, ...] = ()
+    """Admitted: each check's count after its charge. Refused by a check: that check's count (the
+    only element). Refused for a full slot: empty."""
+    refused: Check | None = None
+    held: int = 0
+    """The slot's holders after the admission (before it, when the slot refused it)."""
+
+
+class Settlement(NamedTuple):
+    """A correction of charges: `delta` to each check's window of `at`."""
+
+    checks: Sequence[Check]
+    at: float
+    delta: int
 
 
 @dataclass(frozen=True)
@@ -62,13 +60,21 @@ class Slot:
 
 
 class CounterStore(Protocol):
-    def admit(self, checks: Sequence[Check], now: float, slot: Slot | None = None) -> Decision:
-        """Atomically: take the slot (if any) and charge every check, or change nothing. A refused
-        slot is reported as a refusal with no standings."""
+    def admit(
+        self,
+        checks: Sequence[Check],
+        at: float,
+        costs: Sequence[int],
+        slot: Slot | None = None,
+        slots: int = 1,
+    ) -> Decision:
+        """Atomically: take `slots` of the slot (if any) and charge `costs[i]` to `checks[i]` in its
+        window of `at`, or change nothing."""
         ...
 
-    def finish(self, standings: Sequence[Standing], delta: int, slot: Slot | None = None) -> None:
-        """Add `delta` (negative to refund) to these counters' charged windows and free the slot."""
+    def settle(self, settlements: Sequence[Settlement], slots: Sequence[tuple[Slot, int]] = ()) -> None:
+        """In one transaction: add each settlement's delta (negative to give back) to its checks'
+        windows, and free slots."""
         ...
 
     def close(self) -> None: ...

@@ -8,13 +8,16 @@ reported usage. Refusals are 429 with OpenAI's envelope, `Retry-After`, and the
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from modelyard.errors import ClientError
-from modelyard.metering.counters import Check, CounterStore, Slot, Standing
+from modelyard.metering.counters import Check, CounterStore, Settlement, Slot
+from modelyard.metering.reserves import Reserves
 from modelyard.metering.settings import PERIOD_SECONDS, LimitRule, LimitsConfig
 from modelyard.tenancy import Principal
 
@@ -31,13 +34,15 @@ class RateLimited(ClientError):
     status: int = 429
 
 
-@dataclass
+@dataclass(slots=True)
 class Admission:
     headers: tuple[Header, ...] = ()
-    token_standings: tuple[Standing, ...] = ()
+    token_checks: tuple[Check, ...] = ()
+    at: float = 0.0
     estimate: int = 0
     slot: Slot | None = None
     settled: bool = field(default=False, compare=False)
+    released: bool = field(default=False, compare=False)
 
 
 NO_LIMITS = Admission()
@@ -47,39 +52,49 @@ def reset_text(seconds: float) -> str:
     """OpenAI's spelling of a reset delay: `20ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`."""
     if seconds < 1:
         return f"{max(0, round(seconds * 1000))}ms"
-    whole = math.ceil(seconds * 10) / 10
+    return _tenths_text(math.ceil(seconds * 10))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _tenths_text(tenths: int) -> str:
+    whole = tenths / 10
+    if whole < 60:
+        return f"{whole:g}s"
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
-    text = f"{secs:g}s"
-    if minutes or hours:
-        text = f"{int(minutes)}m{text}"
-    if hours:
-        text = f"{int(hours)}h{text}"
-    return text
+    text = f"{int(minutes)}m{secs:g}s"
+    return f"{int(hours)}h{text}" if hours else text
 
 
 _HEADER_NAMES = {
     unit: (f"x-ratelimit-limit-{unit}", f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}")
     for unit in UNITS
 }
+HeaderPlan = tuple[tuple[tuple[str, str, str], tuple[int, ...]], ...]
+"""Per unit: its header names and which checks count it."""
 
 
-def _headers(standings: Sequence[Standing], now: float) -> tuple[Header, ...]:
+def _header_plan(checks: Sequence[Check]) -> HeaderPlan:
+    return tuple(
+        (names, indexes)
+        for unit, names in _HEADER_NAMES.items()
+        if (indexes := tuple(i for i, check in enumerate(checks) if check.unit == unit))
+    )
+
+
+def _headers(checks: Sequence[Check], used: Sequence[int], at: float, plan: HeaderPlan) -> tuple[Header, ...]:
     """Per unit, the tightest counter (least remaining, then soonest reset)."""
-    tightest: dict[str, Standing] = {}
-    for standing in standings:
-        unit = standing.check.unit
-        best = tightest.get(unit)
-        if best is None or (standing.remaining, standing.ends) < (best.remaining, best.ends):
-            tightest[unit] = standing
     headers: list[Header] = []
-    for unit, standing in tightest.items():
-        limit, remaining, reset = _HEADER_NAMES[unit]
-        headers += [
-            (limit, str(standing.check.limit)),
-            (remaining, str(standing.remaining)),
-            (reset, reset_text(standing.reset_in(now))),
-        ]
+    for (limit_name, remaining_name, reset_name), indexes in plan:
+        tightest = indexes[0]
+        if len(indexes) > 1:
+            tightest = min(indexes, key=lambda i: (checks[i].limit - used[i], checks[i].ends(at)))
+        check = checks[tightest]
+        headers += (
+            (limit_name, str(check.limit)),
+            (remaining_name, str(max(0, check.limit - used[tightest]))),
+            (reset_name, reset_text(check.ends(at) - at)),
+        )
     return tuple(headers)
 
 
@@ -133,6 +148,17 @@ def limit_plan(config: LimitsConfig, model_limits: Sequence[tuple[str, int, int]
     return LimitPlan(tuple(rules), config.concurrent_per_key)
 
 
+class _Budget(NamedTuple):
+    """What a key's requests on one model draw from."""
+
+    checks: tuple[Check, ...]
+    counts_tokens: tuple[bool, ...]
+    """Per check: whether it counts tokens (else requests)."""
+    token_checks: tuple[Check, ...]
+    slot: Slot | None
+    header_plan: HeaderPlan
+
+
 class RateLimiter:
     def __init__(
         self, counters: CounterStore, plan: LimitPlan, clock: Callable[[], float] = time.time
@@ -140,70 +166,95 @@ class RateLimiter:
         self._counters = counters
         self._plan = plan
         self._clock = clock
-        self._cache: dict[
-            tuple[str, str, str], tuple[tuple[tuple[str, int, int, str], ...], Slot | None]
-        ] = {}
+        self._cache: dict[tuple[str, str, str], _Budget] = {}
+        self._reserves = Reserves()
 
     def use_plan(self, plan: LimitPlan) -> None:
         self._plan = plan
         self._cache.clear()
 
-    def _budgets(
-        self, plan: LimitPlan, tenant: str, key: str, model: str
-    ) -> tuple[tuple[tuple[str, int, int, str], ...], Slot | None]:
-        """The counters (name, seconds, amount, unit) and slot a key's request on a model draws
-        from, worked out once per (tenant, key, model)."""
-        cache_key = (tenant, key, model)
-        found = self._cache.get(cache_key)
-        if found is None:
-            principal = Principal(key, tenant, frozenset())
-            budgets = tuple(
-                (f"{subject}|{rule.unit}|{rule.seconds}", rule.seconds, rule.amount, rule.unit)
-                for rule in plan.rules
-                if (subject := rule.subject(principal, model)) is not None
-            )
-            limit = plan.concurrent_per_key
-            slot = Slot(f"concurrency:{tenant}/{key}", limit) if limit is not None else None
-            if len(self._cache) >= BUDGET_CACHE_SIZE:
-                self._cache.clear()
-            found = self._cache[cache_key] = (budgets, slot)
-        return found
+    def _budget(self, tenant: str, key: str, model: str) -> _Budget:
+        """Worked out once per (tenant, key, model) and plan."""
+        plan = self._plan
+        principal = Principal(key, tenant, frozenset())
+        checks = tuple(
+            Check(f"{subject}|{rule.unit}|{rule.seconds}", rule.seconds, rule.amount, rule.unit)
+            for rule in plan.rules
+            if (subject := rule.subject(principal, model)) is not None
+        )
+        limit = plan.concurrent_per_key
+        slot = Slot(f"concurrency:{tenant}/{key}", limit) if limit is not None else None
+        if len(self._cache) >= BUDGET_CACHE_SIZE:
+            self._cache.clear()
+        counts_tokens = tuple(check.unit == "tokens" for check in checks)
+        token_checks = tuple(check for check in checks if check.unit == "tokens")
+        budget = self._cache[(tenant, key, model)] = _Budget(
+            checks, counts_tokens, token_checks, slot, _header_plan(checks)
+        )
+        return budget
 
     @property
     def counts_tokens(self) -> bool:
         return any(rule.unit == "tokens" for rule in self._plan.rules)
 
     def admit(self, principal: Principal, model: str, tokens: int) -> Admission:
-        plan = self._plan
-        if not plan.rules and plan.concurrent_per_key is None:
-            return NO_LIMITS
-        budgets, slot = self._budgets(plan, principal.tenant_id, principal.key_id, model)
-        checks = [
-            Check(name, seconds, amount, 1 if unit == "requests" else max(tokens, 1), unit)
-            for name, seconds, amount, unit in budgets
-        ]
+        tenant, key = principal.tenant_id, principal.key_id
+        budget = self._cache.get((tenant, key, model)) or self._budget(tenant, key, model)
+        checks, slot = budget.checks, budget.slot
         if not checks and slot is None:
             return NO_LIMITS
-        now = self._clock()
-        decision = self._counters.admit(checks, now, slot)
+        at = self._clock()
+        tokens = max(tokens, 1)
+        costs = [tokens if counts_tokens else 1 for counts_tokens in budget.counts_tokens]
+        shown = self._reserves.take(checks, costs, at, slot)
+        if shown is None:
+            shown = self._admit_in_store(checks, costs, at, slot)
+        return Admission(
+            _headers(checks, shown, at, budget.header_plan), budget.token_checks, at, tokens, slot
+        )
+
+    def _admit_in_store(
+        self, checks: Sequence[Check], costs: Sequence[int], at: float, slot: Slot | None
+    ) -> tuple[int, ...]:
+        reserves = self._reserves
+        top_ups, slot_top_up = reserves.top_ups(checks, costs, at), reserves.slot_top_up(slot)
+        ahead = [cost + top_up for cost, top_up in zip(costs, top_ups, strict=True)]
+        decision = self._counters.admit(checks, at, ahead, slot, 1 + slot_top_up)
+        if not decision.admitted and (any(top_ups) or slot_top_up):
+            top_ups, slot_top_up = [0] * len(costs), 0
+            decision = self._counters.admit(checks, at, costs, slot, 1)
         if not decision.admitted:
-            if not decision.standings:
-                assert slot is not None, "a refusal without standings is a full concurrency slot"
+            if decision.refused is None:
+                assert slot is not None, "a refusal without a check is a full concurrency slot"
                 raise _busy(slot)
-            raise _refusal(decision.standings[0], now)
-        token_standings = tuple(s for s in decision.standings if s.check.unit == "tokens")
-        return Admission(_headers(decision.standings, now), token_standings, tokens, slot)
+            refused = decision.refused
+            raise _refusal(refused, decision.used[0], costs[checks.index(refused)], at)
+        return reserves.charged(checks, at, top_ups, decision, slot, slot_top_up)
+
+    def release(self, admission: Admission) -> None:
+        """Give back the concurrency slot, to this worker's pool or to the store (before the answer
+        leaves: a client that waits for it and sends the next request must find its slot free).
+        Idempotent."""
+        slot = admission.slot
+        if slot is not None and not admission.released:
+            admission.released = True
+            if not self._reserves.keep_slot(slot):
+                self._counters.settle((), ((slot, 1),))
+
+    def settle(self, reports: Sequence[tuple[Admission, int | None]]) -> None:
+        """Settle token charges to the providers' usage (a failed call without usage is refunded)
+        and give back this worker's reserves, all in one transaction. Idempotent."""
+        settlements, slots = self._reserves.give_back(self._clock())
+        for admission, reported_tokens in reports:
+            if admission.token_checks and not admission.settled:
+                admission.settled = True
+                delta = (reported_tokens if reported_tokens is not None else 0) - admission.estimate
+                settlements.append(Settlement(admission.token_checks, admission.at, delta))
+        self._counters.settle(settlements, slots)
 
     def finish(self, admission: Admission, reported_tokens: int | None) -> None:
-        """Settle token charges to the provider's usage (a failed call without usage is refunded)
-        and give back the concurrency slot. Idempotent."""
-        if admission.settled or admission is NO_LIMITS:
-            return
-        admission.settled = True
-        delta = 0
-        if admission.token_standings:
-            delta = (reported_tokens if reported_tokens is not None else 0) - admission.estimate
-        self._counters.finish(admission.token_standings, delta, admission.slot)
+        self.release(admission)
+        self.settle(((admission, reported_tokens),))
 
 
 def _busy(slot: Slot) -> RateLimited:
@@ -215,14 +266,13 @@ def _busy(slot: Slot) -> RateLimited:
     )
 
 
-def _refusal(standing: Standing, now: float) -> RateLimited:
-    check = standing.check
+def _refusal(check: Check, used: int, requested: int, at: float) -> RateLimited:
     scope, _, rest = check.name.partition(":")
     subject, unit, _ = rest.split("|")
     period = next(
         (name for name, seconds in PERIOD_SECONDS.items() if seconds == check.seconds), f"{check.seconds}s"
     )
-    wait = standing.reset_in(now)
+    wait = check.ends(at) - at
     what = {
         "key": "this API key",
         "tenant": "this tenant",
@@ -230,14 +280,13 @@ def _refusal(standing: Standing, now: float) -> RateLimited:
         "key_model": f"this API key on the model '{subject.split('/', 2)[-1]}'",
     }[scope]
     message = (
-        f"Rate limit reached for {unit} per {period} on {what}: limit {check.limit}, used {standing.used}, "
-        f"requested {check.cost}. Please try again in {reset_text(wait)}."
+        f"Rate limit reached for {unit} per {period} on {what}: limit {check.limit}, used {used}, "
+        f"requested {requested}. Please try again in {reset_text(wait)}."
     )
-    headers = _headers([standing], now)
     return RateLimited(
         message,
         code="rate_limit_exceeded",
         retry_after=max(1.0, math.ceil(wait)),
         quota_subject=check.name.rsplit("|", 1)[0],
-        headers=headers,
+        headers=_headers((check,), (used,), at, _header_plan((check,))),
     )

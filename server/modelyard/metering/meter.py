@@ -1,9 +1,17 @@
 """One request's metering, from admission to its record: rate limits, the ledger, metrics and the
 JSON access log. The gateway calls `begin` before the upstream call and `finish` exactly once after
-(for streams: when the stream ends, fails or the client goes away)."""
+(for streams: when the stream ends, fails or the client goes away).
+
+Only what the answer depends on happens on the request: the admission (and its rate-limit
+headers) and giving back a concurrency slot. The rest (token settlement, the ledger record,
+metrics, the access-log line) is queued and done for every request of the last `DRAIN_INTERVAL_S`
+at once: the same work, done in one tight loop instead of interleaved with everything else a
+worker does, costs a fraction of the CPU."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +35,9 @@ INTERNAL = GatewayError("The gateway had an internal error.", status=500, code="
 
 
 _STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
+DRAIN_INTERVAL_S = 0.05
+DRAIN_BATCH = 512
+"""Finished requests waiting for their accounting beyond this are accounted at once."""
 
 
 @dataclass
@@ -45,6 +56,8 @@ class Ticket:
     """Prompt and completion, kept only for a model whose contents are logged or traced."""
     streamed: list[str] | None = None
     """A stream's text as it passes, when contents are kept."""
+    ended: float = 0.0
+    error: GatewayError | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,14 @@ class AccessLog:
 
     def flush(self) -> None:
         self.out.flush()
+
+
+def _reported(usage: Any) -> int | None:
+    """The tokens a call used by its provider's report (None without a report)."""
+    if usage is None:
+        return None
+    prompt, completion, _ = _tokens(usage)
+    return prompt + completion
 
 
 def _tokens(usage: Any) -> tuple[int, int, int]:
@@ -90,6 +111,8 @@ class Meter:
         self._buffer = metrics.MetricsBuffer() if metrics_on else None
         self._access_log = access_log
         self._clock = clock
+        self._finished: list[Ticket] = []
+        self._draining: asyncio.Task[None] | None = None
 
     @property
     def wants_usage(self) -> bool:
@@ -153,14 +176,52 @@ class Meter:
         if ticket.done:
             return
         ticket.done = True
-        usage = usage or ticket.usage
-        prompt, completion, cached = _tokens(usage)
+        ticket.ended = self._clock()
+        ticket.error = error
+        if usage is not None:
+            ticket.usage = usage
         if self._limiter is not None:
-            self._limiter.finish(ticket.admission, prompt + completion if usage is not None else None)
-        record = ticket.record
+            self._limiter.release(ticket.admission)
+        if ticket.streamed is not None and ticket.content is not None:
+            ticket.content["completion"] = "".join(ticket.streamed)
+        if ticket.record.span is not None:
+            tokens = _tokens(ticket.usage)[:2] if ticket.usage is not None else None
+            self._end_span(ticket, error.status if error is not None else 200, error, tokens)
+        self._finished.append(ticket)
+        if len(self._finished) >= DRAIN_BATCH:
+            self.drain()
+
+    def start(self) -> None:
+        """Account finished requests every DRAIN_INTERVAL_S (on the running event loop)."""
+        self._draining = asyncio.get_running_loop().create_task(self._drain_every(DRAIN_INTERVAL_S))
+
+    async def _drain_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.drain()
+
+    async def stop(self) -> None:
+        if self._draining is not None:
+            self._draining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._draining
+        self.drain()
+
+    def drain(self) -> None:
+        """Settle, record, observe and log every request finished since the last drain, and give
+        back the limiter's reserves."""
+        finished, self._finished = self._finished, []
+        if self._limiter is not None:
+            self._limiter.settle([(t.admission, _reported(t.usage)) for t in finished])
+        for ticket in finished:
+            self._account(ticket)
+
+    def _account(self, ticket: Ticket) -> None:
+        usage, error, record = ticket.usage, ticket.error, ticket.record
+        prompt, completion, cached = _tokens(usage)
         deployment = record.deployment
         status = error.status if error is not None else 200
-        latency = self._clock() - record.started
+        latency = ticket.ended - record.started
         ttft = ticket.first_chunk_at - record.started if ticket.first_chunk_at is not None else None
         if self._buffer is not None:
             self._observe(ticket, status, error, latency, ttft, (prompt, completion) if usage else None)
@@ -187,12 +248,8 @@ class Meter:
                     ticket.operation,
                 )
             )
-        if ticket.streamed is not None and ticket.content is not None:
-            ticket.content["completion"] = "".join(ticket.streamed)
         if self._access_log is not None:
             self._log(ticket, status, error, latency, ttft, (prompt, completion, cached))
-        if record.span is not None:
-            self._end_span(ticket, status, error, (prompt, completion) if usage is not None else None)
 
     def _end_span(
         self, ticket: Ticket, status: int, error: GatewayError | None, tokens: tuple[int, int] | None
