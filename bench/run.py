@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from interleave import compare_metering
+from interleave import markdown as interleaved_markdown
 from measure import RssSampler, cpu_usage, snapshot
 from report import markdown
 from sessions import (
@@ -54,6 +56,8 @@ class Settings:
     wait_idle: float
     out: Path
     metering: list[bool]
+    ab_rounds: int
+    ab_seconds: float
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -192,6 +196,13 @@ def parse_args(argv: list[str] | None) -> Settings:
         default="both",
         help="gateway runs with limits, ledger and metrics on, off, or both side by side",
     )
+    parser.add_argument(
+        "--ab-rounds",
+        type=int,
+        default=6,
+        help="with --metering both: rounds of the interleaved on/off comparison (0: skip it)",
+    )
+    parser.add_argument("--ab-seconds", type=float, default=3.0, help="seconds per interleaved run")
     args = parser.parse_args(argv)
     out = args.out or REPO / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
     return Settings(
@@ -206,6 +217,8 @@ def parse_args(argv: list[str] | None) -> Settings:
         args.wait_idle,
         out,
         {"on": [True], "off": [False], "both": [True, False]}[args.metering],
+        args.ab_rounds if args.metering == "both" else 0,
+        args.ab_seconds,
     )
 
 
@@ -313,7 +326,12 @@ def run(settings: Settings) -> dict[str, object]:
             for metering in settings.metering:
                 result = measure_gateway(workers, upstream, settings, wrk, started, metering)
                 targets[str(result["name"])] = result
-    results["targets"] = targets
+        results["targets"] = targets
+        if settings.ab_rounds:
+            print("== metering on vs off, interleaved", flush=True)
+            results["interleaved"] = compare_metering(
+                upstream, settings.out / "interleaved", wrk, started, settings.ab_rounds, settings.ab_seconds
+            )
     return results
 
 
@@ -328,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: interrupted; everything it started has been stopped", file=sys.stderr)
         return 130
     table = markdown(results)
+    if "interleaved" in results:
+        table += "\n" + interleaved_markdown(results["interleaved"])
     (settings.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (settings.out / "results.md").write_text(table)
     print("\n" + table)
