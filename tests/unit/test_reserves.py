@@ -3,14 +3,19 @@ as a whole, near it every admission goes to the store, and unspent units go back
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from modelyard.metering.counters import Check, Decision, Settlement, Slot
 from modelyard.metering.limiter import RateLimited, RateLimiter, limit_plan
+from modelyard.metering.meter import AccessLog, Meter
+from modelyard.metering.prices import PriceTable
 from modelyard.metering.settings import LimitsConfig
 from modelyard.metering.shm_counters import ShmCounters
+from modelyard.routing.call import CallRecord
 from modelyard.tenancy import Principal
 
 NOW = 1_800_000_030.0
@@ -114,3 +119,25 @@ def test_slots_pool_only_far_from_the_cap_and_go_back_to_the_store(tmp_path: Pat
     pooled.settle([])
     big_store = ShmCounters(tmp_path / "big" / "c.shm")
     assert big_store.admit([], NOW, [], big, 100_000).admitted, "every slot came back to the store"
+
+
+class BrokenStore(CountingStore):
+    def settle(self, settlements: Sequence[Settlement], slots: Sequence[tuple[Slot, int]] = ()) -> None:
+        raise OSError("the counters file went away")
+
+
+def test_a_failing_settlement_loses_no_record_and_stops_no_drain(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = limit_plan(
+        LimitsConfig.model_validate({"rules": [{"scope": "key", "tokens": 10**9, "per": "hour"}]})
+    )
+    limiter = RateLimiter(BrokenStore(ShmCounters(tmp_path / "c.shm")), plan)
+    out = io.BytesIO()
+    meter = Meter(limiter, None, PriceTable({}), metrics_on=False, access_log=AccessLog(out))
+    for request_id in ("r1", "r2"):
+        ticket = meter.begin(ALICE, "m", "chat", 10, CallRecord(request_id=request_id), stream=False)
+        meter.finish(ticket)
+        meter.drain()
+    assert [json.loads(line)["request_id"] for line in out.getvalue().splitlines()] == ["r1", "r2"]
+    assert caplog.text.count("settling rate-limit charges failed") == 2

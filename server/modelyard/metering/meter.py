@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,8 @@ from modelyard.metering.prices import PriceTable
 from modelyard.metering.tracing import NO_TRACING, Tracing
 from modelyard.routing.call import CallRecord
 from modelyard.tenancy import Principal
+
+log = logging.getLogger("modelyard.metering")
 
 CLIENT_CLOSED = GatewayError("The client closed the request.", status=499, code="client_closed_request")
 INTERNAL = GatewayError("The gateway had an internal error.", status=500, code="internal_error")
@@ -198,7 +201,10 @@ class Meter:
     async def _drain_every(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.drain()
+            try:
+                self.drain()
+            except Exception:  # one bad drain must not end the accounting of every later request
+                log.exception("accounting finished requests failed")
 
     async def stop(self) -> None:
         if self._draining is not None:
@@ -212,7 +218,10 @@ class Meter:
         back the limiter's reserves."""
         finished, self._finished = self._finished, []
         if self._limiter is not None:
-            self._limiter.settle([(t.admission, _reported(t.usage)) for t in finished])
+            try:
+                self._limiter.settle([(t.admission, _reported(t.usage)) for t in finished])
+            except Exception:  # the requests are still recorded and logged
+                log.exception("settling rate-limit charges failed; the counters keep the estimates")
         for ticket in finished:
             self._account(ticket)
 
