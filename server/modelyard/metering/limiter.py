@@ -90,11 +90,10 @@ def _headers(checks: Sequence[Check], used: Sequence[int], at: float, plan: Head
         if len(indexes) > 1:
             tightest = min(indexes, key=lambda i: (checks[i].limit - used[i], checks[i].ends(at)))
         check = checks[tightest]
-        seconds = check.seconds
         headers += (
             (limit_name, str(check.limit)),
             (remaining_name, str(max(0, check.limit - used[tightest]))),
-            (reset_name, reset_text((at // seconds + 1) * seconds - at)),
+            (reset_name, reset_text(check.ends(at) - at)),
         )
     return tuple(headers)
 

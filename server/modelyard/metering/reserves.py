@@ -64,7 +64,7 @@ class Reserves:
         found = []
         for check, cost in zip(checks, costs, strict=True):
             reserve = self._reserves.get(check.name)
-            if reserve is None or reserve.left < cost or reserve.window != int(at // check.seconds):
+            if reserve is None or reserve.left < cost or reserve.window != check.window(at):
                 return None
             found.append(reserve)
         if slot is not None:
@@ -81,7 +81,7 @@ class Reserves:
         top_ups = []
         for check, cost in zip(checks, costs, strict=True):
             reserve = self._reserves.get(check.name)
-            if reserve is None or reserve.window != int(at // check.seconds):
+            if reserve is None or reserve.window != check.window(at):
                 top_ups.append(0)
                 continue
             top_ups.append(max(0, min((check.limit - reserve.seen) // SHARE, RESERVE_REQUESTS * cost)))
@@ -105,7 +105,7 @@ class Reserves:
         """Keep what an admission in the store charged ahead; the counters as the headers report them."""
         shown = []
         for check, top_up, used in zip(checks, top_ups, decision.used, strict=True):
-            window = int(at // check.seconds)
+            window = check.window(at)
             reserve = self._reserves.get(check.name)
             if reserve is None or reserve.window != window:
                 reserve = self._reserves[check.name] = _Reserve(check, window)
@@ -140,7 +140,7 @@ class Reserves:
                 settlements.append(Settlement((check,), reserve.window * check.seconds, -reserve.left))
                 reserve.seen -= reserve.left
                 reserve.left = 0
-            if reserve.window != int(now // check.seconds):
+            if reserve.window != check.window(now):
                 del self._reserves[name]
         slots = []
         for pool in self._pools.values():

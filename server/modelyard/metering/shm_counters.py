@@ -179,8 +179,8 @@ class ShmCounters:
         second = int(at)
         rows = []
         for check, cost in zip(checks, costs, strict=True):
-            window = int(at // check.seconds)
-            offset, used = self._find(check.name, window, second, (window + 1) * check.seconds)
+            window = check.window(at)
+            offset, used = self._find(check.name, window, second, check.ends(at))
             if used + cost > check.limit:
                 return Decision(False, (used,), check)
             rows.append((offset, used + cost))
@@ -205,8 +205,7 @@ class ShmCounters:
         try:
             for checks, at, delta in settlements:
                 for check in checks if delta else ():
-                    window = int(at // check.seconds)
-                    self._bump(check.name, window, delta, second, (window + 1) * check.seconds)
+                    self._bump(check.name, check.window(at), delta, second, check.ends(at))
             for slot, count in slots:
                 self._bump(slot.name, 0, -count, second)
                 self._bump(slot.name, self._pid, -count, second)
