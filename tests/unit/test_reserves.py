@@ -86,6 +86,29 @@ def test_two_workers_admit_exactly_a_limit_their_reserves_could_share(tmp_path: 
     assert admitted == 5000 and shared.used("key:t1/alice|requests|60", WINDOW) == 5000
 
 
+def test_a_reload_lowering_a_limit_is_not_overrun_from_units_charged_ahead(tmp_path: Path) -> None:
+    shared, (limiter,), _ = _workers(
+        tmp_path, 1, rules=[{"scope": "key", "requests": 1_000_000, "per": "minute"}]
+    )
+    for _ in range(100):
+        limiter.admit(ALICE, "m", 1)
+    assert shared.used("key:t1/alice|requests|60", WINDOW) > 100, "units were charged ahead"
+    limiter.use_plan(
+        limit_plan(
+            LimitsConfig.model_validate({"rules": [{"scope": "key", "requests": 150, "per": "minute"}]})
+        )
+    )
+    assert shared.used("key:t1/alice|requests|60", WINDOW) == 100, "the reserve went back on reload"
+    admitted = 0
+    for _ in range(100):
+        try:
+            limiter.admit(ALICE, "m", 1)
+            admitted += 1
+        except RateLimited:
+            pass
+    assert admitted == 50 and shared.used("key:t1/alice|requests|60", WINDOW) == 150
+
+
 def test_near_the_limit_every_admission_is_checked_in_the_store(tmp_path: Path) -> None:
     _, workers, stores = _workers(tmp_path, 2, rules=[{"scope": "key", "requests": 40, "per": "minute"}])
     results = []

@@ -9,6 +9,7 @@ reported usage. Refusals are 429 with OpenAI's envelope, `Retry-After`, and the
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,9 +18,11 @@ from typing import NamedTuple
 
 from modelyard.errors import ClientError
 from modelyard.metering.counters import Check, CounterStore, Settlement, Slot
-from modelyard.metering.reserves import Reserves
+from modelyard.metering.reserves import Pool, Reserve, Reserves
 from modelyard.metering.settings import PERIOD_SECONDS, LimitRule, LimitsConfig
 from modelyard.tenancy import Principal
+
+log = logging.getLogger(__name__)
 
 Header = tuple[str, str]
 UNITS = ("requests", "tokens")
@@ -70,30 +73,33 @@ _HEADER_NAMES = {
     unit: (f"x-ratelimit-limit-{unit}", f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}")
     for unit in UNITS
 }
-HeaderPlan = tuple[tuple[tuple[str, str, str], tuple[int, ...]], ...]
-"""Per unit: its header names and which checks count it."""
+HeaderPlan = tuple[tuple[tuple[str, str, str], tuple[int, ...], tuple[Header, ...]], ...]
+"""Per unit: its header names, which checks count it, and each check's limit header."""
 
 
 def _header_plan(checks: Sequence[Check]) -> HeaderPlan:
-    return tuple(
-        (names, indexes)
-        for unit, names in _HEADER_NAMES.items()
-        if (indexes := tuple(i for i, check in enumerate(checks) if check.unit == unit))
-    )
+    plan = []
+    for unit, names in _HEADER_NAMES.items():
+        indexes = tuple(i for i, check in enumerate(checks) if check.unit == unit)
+        if indexes:
+            plan.append((names, indexes, tuple((names[0], str(check.limit)) for check in checks)))
+    return tuple(plan)
 
 
-def _headers(checks: Sequence[Check], used: Sequence[int], at: float, plan: HeaderPlan) -> tuple[Header, ...]:
-    """Per unit, the tightest counter (least remaining, then soonest reset)."""
+def _headers(
+    checks: Sequence[Check], used: Sequence[int], ends: Sequence[float], at: float, plan: HeaderPlan
+) -> tuple[Header, ...]:
+    """Per unit, the tightest counter (least remaining, then soonest reset); `ends` are the checks'
+    window ends."""
     headers: list[Header] = []
-    for (limit_name, remaining_name, reset_name), indexes in plan:
+    for (_, remaining_name, reset_name), indexes, limits in plan:
         tightest = indexes[0]
         if len(indexes) > 1:
-            tightest = min(indexes, key=lambda i: (checks[i].limit - used[i], checks[i].ends(at)))
-        check = checks[tightest]
+            tightest = min(indexes, key=lambda i: (checks[i].limit - used[i], ends[i]))
         headers += (
-            (limit_name, str(check.limit)),
-            (remaining_name, str(max(0, check.limit - used[tightest]))),
-            (reset_name, reset_text(check.ends(at) - at)),
+            limits[tightest],
+            (remaining_name, str(max(0, checks[tightest].limit - used[tightest]))),
+            (reset_name, reset_text(ends[tightest] - at)),
         )
     return tuple(headers)
 
@@ -157,6 +163,9 @@ class _Budget(NamedTuple):
     token_checks: tuple[Check, ...]
     slot: Slot | None
     header_plan: HeaderPlan
+    reserves: tuple[Reserve, ...]
+    """This worker's reserve of each check."""
+    pool: Pool | None
 
 
 class RateLimiter:
@@ -170,8 +179,18 @@ class RateLimiter:
         self._reserves = Reserves()
 
     def use_plan(self, plan: LimitPlan) -> None:
+        """Units charged ahead under the old limits go back first: a lowered limit must not be
+        overrun from a reserve."""
         self._plan = plan
+        try:
+            self.settle(())
+        except Exception:  # the units stay charged: the limits are tighter, never looser
+            log.exception("giving back rate-limit reserves on reload failed")
+        self._forget_budgets()
+
+    def _forget_budgets(self) -> None:
         self._cache.clear()
+        self._reserves.forget_idle()
 
     def _budget(self, tenant: str, key: str, model: str) -> _Budget:
         """Worked out once per (tenant, key, model) and plan."""
@@ -185,11 +204,18 @@ class RateLimiter:
         limit = plan.concurrent_per_key
         slot = Slot(f"concurrency:{tenant}/{key}", limit) if limit is not None else None
         if len(self._cache) >= BUDGET_CACHE_SIZE:
-            self._cache.clear()
+            self._forget_budgets()
         counts_tokens = tuple(check.unit == "tokens" for check in checks)
         token_checks = tuple(check for check in checks if check.unit == "tokens")
+        reserves = tuple(self._reserves.reserve(check) for check in checks)
         budget = self._cache[(tenant, key, model)] = _Budget(
-            checks, counts_tokens, token_checks, slot, _header_plan(checks)
+            checks,
+            counts_tokens,
+            token_checks,
+            slot,
+            _header_plan(checks),
+            reserves,
+            self._reserves.pool(slot),
         )
         return budget
 
@@ -206,18 +232,17 @@ class RateLimiter:
         at = self._clock()
         tokens = max(tokens, 1)
         costs = [tokens if counts_tokens else 1 for counts_tokens in budget.counts_tokens]
-        shown = self._reserves.take(checks, costs, at, slot)
+        shown = Reserves.take(budget.reserves, costs, at, budget.pool)
         if shown is None:
-            shown = self._admit_in_store(checks, costs, at, slot)
+            shown = self._admit_in_store(budget, costs, at)
+        ends = [reserve.until for reserve in budget.reserves]
         return Admission(
-            _headers(checks, shown, at, budget.header_plan), budget.token_checks, at, tokens, slot
+            _headers(checks, shown, ends, at, budget.header_plan), budget.token_checks, at, tokens, slot
         )
 
-    def _admit_in_store(
-        self, checks: Sequence[Check], costs: Sequence[int], at: float, slot: Slot | None
-    ) -> tuple[int, ...]:
-        reserves = self._reserves
-        top_ups, slot_top_up = reserves.top_ups(checks, costs, at), reserves.slot_top_up(slot)
+    def _admit_in_store(self, budget: _Budget, costs: Sequence[int], at: float) -> list[int]:
+        checks, slot, reserves, pool = budget.checks, budget.slot, budget.reserves, budget.pool
+        top_ups, slot_top_up = Reserves.top_ups(reserves, costs, at), Reserves.slot_top_up(pool)
         ahead = [cost + top_up for cost, top_up in zip(costs, top_ups, strict=True)]
         decision = self._counters.admit(checks, at, ahead, slot, 1 + slot_top_up)
         if not decision.admitted and (any(top_ups) or slot_top_up):
@@ -229,7 +254,7 @@ class RateLimiter:
                 raise _busy(slot)
             refused = decision.refused
             raise _refusal(refused, decision.used[0], costs[checks.index(refused)], at)
-        return reserves.charged(checks, at, top_ups, decision, slot, slot_top_up)
+        return Reserves.charged(reserves, at, top_ups, decision, pool, slot_top_up)
 
     def release(self, admission: Admission) -> None:
         """Give back the concurrency slot, to this worker's pool or to the store (before the answer
@@ -244,17 +269,27 @@ class RateLimiter:
     def settle(self, reports: Sequence[tuple[Admission, int | None]]) -> None:
         """Settle token charges to the providers' usage (a failed call without usage is refunded)
         and give back this worker's reserves, all in one transaction. Idempotent."""
-        settlements, slots = self._reserves.give_back(self._clock())
-        for admission, reported_tokens in reports:
-            if admission.token_checks and not admission.settled:
-                admission.settled = True
-                delta = (reported_tokens if reported_tokens is not None else 0) - admission.estimate
-                settlements.append(Settlement(admission.token_checks, admission.at, delta))
-        self._counters.settle(settlements, slots)
+        settlements, slots = self._reserves.give_back()
+        settlements += _token_settlements(reports)
+        if settlements or slots:
+            self._counters.settle(settlements, slots)
 
     def finish(self, admission: Admission, reported_tokens: int | None) -> None:
         self.release(admission)
         self.settle(((admission, reported_tokens),))
+
+
+def _token_settlements(reports: Sequence[tuple[Admission, int | None]]) -> list[Settlement]:
+    """The token charges' corrections, summed per budget and second: admissions of the same second
+    were charged to the same windows (windows are whole seconds long)."""
+    deltas: dict[tuple[tuple[Check, ...], int], int] = {}
+    for admission, reported_tokens in reports:
+        if admission.token_checks and not admission.settled:
+            admission.settled = True
+            delta = (reported_tokens if reported_tokens is not None else 0) - admission.estimate
+            group = (admission.token_checks, int(admission.at))
+            deltas[group] = deltas.get(group, 0) + delta
+    return [Settlement(checks, second, delta) for (checks, second), delta in deltas.items() if delta]
 
 
 def _busy(slot: Slot) -> RateLimited:
@@ -288,5 +323,5 @@ def _refusal(check: Check, used: int, requested: int, at: float) -> RateLimited:
         code="rate_limit_exceeded",
         retry_after=max(1.0, math.ceil(wait)),
         quota_subject=check.name.rsplit("|", 1)[0],
-        headers=_headers((check,), (used,), at, _header_plan((check,))),
+        headers=_headers((check,), (used,), (check.ends(at),), at, _header_plan((check,))),
     )

@@ -31,9 +31,14 @@ RESERVE_SLOTS = 32
 
 
 @dataclass(slots=True)
-class _Reserve:
+class Reserve:
+    """A worker's standing with one counter. The object lives as long as the worker uses the counter
+    (budgets hold it), and a new window resets it in place."""
+
     check: Check
-    window: int
+    window: int = -1
+    until: float = 0.0
+    """When `window` ends (Unix seconds): nothing is admitted from the reserve after that."""
     left: int = 0
     """Charged to the store and not spent yet."""
     seen: int = 0
@@ -41,7 +46,7 @@ class _Reserve:
 
 
 @dataclass(slots=True)
-class _Pool:
+class Pool:
     slot: Slot
     free: int = 0
     """Slots this worker holds in the store and no request of its uses."""
@@ -49,77 +54,96 @@ class _Pool:
     """The slot's holders after this worker's last admission in the store."""
     pooling: bool = False
     """Whether finished requests' slots stay here (the cap was far from reached)."""
+    known: bool = False
+    """Whether `seen` was read from the store yet."""
 
 
 class Reserves:
     def __init__(self) -> None:
-        self._reserves: dict[str, _Reserve] = {}
-        self._pools: dict[str, _Pool] = {}
+        self._reserves: dict[str, Reserve] = {}
+        self._pools: dict[str, Pool] = {}
 
+    def reserve(self, check: Check) -> Reserve:
+        reserve = self._reserves.get(check.name)
+        if reserve is None:
+            reserve = self._reserves[check.name] = Reserve(check)
+        reserve.check = check  # a reload may change the limit of a counter this worker holds units of
+        return reserve
+
+    def pool(self, slot: Slot | None) -> Pool | None:
+        if slot is None:
+            return None
+        pool = self._pools.get(slot.name)
+        if pool is None:
+            pool = self._pools[slot.name] = Pool(slot)
+        return pool
+
+    def forget_idle(self) -> None:
+        """Drop the reserves and pools that hold nothing (when no budget refers to them any more)."""
+        self._reserves = {name: r for name, r in self._reserves.items() if r.left}
+        self._pools = {name: p for name, p in self._pools.items() if p.free}
+
+    @staticmethod
     def take(
-        self, checks: Sequence[Check], costs: Sequence[int], at: float, slot: Slot | None
-    ) -> tuple[int, ...] | None:
+        reserves: Sequence[Reserve], costs: Sequence[int], at: float, pool: Pool | None
+    ) -> list[int] | None:
         """Admit from this worker's reserves: each counter's value as the headers report it, or None
-        when a reserve falls short (nothing is taken then)."""
-        found = []
-        for check, cost in zip(checks, costs, strict=True):
-            reserve = self._reserves.get(check.name)
-            if reserve is None or reserve.left < cost or reserve.window != check.window(at):
+        when a reserve falls short or its window is over (nothing is taken then)."""
+        for reserve, cost in zip(reserves, costs, strict=True):
+            if reserve.left < cost or at >= reserve.until:
                 return None
-            found.append(reserve)
-        if slot is not None:
-            pool = self._pools.get(slot.name)
-            if pool is None or pool.free < 1:
+        if pool is not None:
+            if pool.free < 1:
                 return None
             pool.free -= 1
-        for reserve, cost in zip(found, costs, strict=True):
+        shown = []
+        for reserve, cost in zip(reserves, costs, strict=True):
             reserve.left -= cost
-        return tuple(reserve.seen - reserve.left for reserve in found)
+            shown.append(reserve.seen - reserve.left)
+        return shown
 
-    def top_ups(self, checks: Sequence[Check], costs: Sequence[int], at: float) -> list[int]:
+    @staticmethod
+    def top_ups(reserves: Sequence[Reserve], costs: Sequence[int], at: float) -> list[int]:
         """What to charge ahead, per counter: nothing until its value in this window is known."""
         top_ups = []
-        for check, cost in zip(checks, costs, strict=True):
-            reserve = self._reserves.get(check.name)
-            if reserve is None or reserve.window != check.window(at):
+        for reserve, cost in zip(reserves, costs, strict=True):
+            check = reserve.check
+            if reserve.window != check.window(at):
                 top_ups.append(0)
                 continue
             top_ups.append(max(0, min((check.limit - reserve.seen) // SHARE, RESERVE_REQUESTS * cost)))
         return top_ups
 
-    def slot_top_up(self, slot: Slot | None) -> int:
-        pool = self._pools.get(slot.name) if slot is not None else None
-        if slot is None or pool is None:
+    @staticmethod
+    def slot_top_up(pool: Pool | None) -> int:
+        if pool is None or not pool.known:
             return 0
-        return max(0, min((slot.limit - pool.seen) // SHARE, RESERVE_SLOTS))
+        return max(0, min((pool.slot.limit - pool.seen) // SHARE, RESERVE_SLOTS))
 
+    @staticmethod
     def charged(
-        self,
-        checks: Sequence[Check],
+        reserves: Sequence[Reserve],
         at: float,
         top_ups: Sequence[int],
         decision: Decision,
-        slot: Slot | None,
+        pool: Pool | None,
         slot_top_up: int,
-    ) -> tuple[int, ...]:
+    ) -> list[int]:
         """Keep what an admission in the store charged ahead; the counters as the headers report them."""
         shown = []
-        for check, top_up, used in zip(checks, top_ups, decision.used, strict=True):
+        for reserve, top_up, used in zip(reserves, top_ups, decision.used, strict=True):
+            check = reserve.check
             window = check.window(at)
-            reserve = self._reserves.get(check.name)
-            if reserve is None or reserve.window != window:
-                reserve = self._reserves[check.name] = _Reserve(check, window)
+            if reserve.window != window:
+                reserve.window, reserve.until, reserve.left = window, float(check.ends(at)), 0
             reserve.left += top_up
             reserve.seen = used
             shown.append(used - reserve.left)
-        if slot is not None:
-            pool = self._pools.get(slot.name)
-            if pool is None:
-                pool = self._pools[slot.name] = _Pool(slot)
+        if pool is not None:
             pool.free += slot_top_up
-            pool.seen = decision.held
-            pool.pooling = slot.limit - decision.held >= SHARE
-        return tuple(shown)
+            pool.seen, pool.known = decision.held, True
+            pool.pooling = pool.slot.limit - decision.held >= SHARE
+        return shown
 
     def keep_slot(self, slot: Slot) -> bool:
         """Take back a finished request's slot into the pool; False when it must go to the store
@@ -130,18 +154,15 @@ class Reserves:
         pool.free += 1
         return True
 
-    def give_back(self, now: float) -> tuple[list[Settlement], list[tuple[Slot, int]]]:
-        """Every unspent unit and free slot, to return to the store; reserves of ended windows are
-        forgotten."""
+    def give_back(self) -> tuple[list[Settlement], list[tuple[Slot, int]]]:
+        """Every unspent unit and free slot, to return to the store."""
         settlements = []
-        for name, reserve in list(self._reserves.items()):
-            check = reserve.check
+        for reserve in self._reserves.values():
             if reserve.left:
+                check = reserve.check
                 settlements.append(Settlement((check,), reserve.window * check.seconds, -reserve.left))
                 reserve.seen -= reserve.left
                 reserve.left = 0
-            if reserve.window != check.window(now):
-                del self._reserves[name]
         slots = []
         for pool in self._pools.values():
             if pool.free:
