@@ -56,7 +56,7 @@ class Settings:
     wait_idle: float
     out: Path
     metering: list[bool]
-    ab_rounds: int
+    ab_blocks: int
     ab_seconds: float
 
 
@@ -197,12 +197,14 @@ def parse_args(argv: list[str] | None) -> Settings:
         help="gateway runs with limits, ledger and metrics on, off, or both side by side",
     )
     parser.add_argument(
-        "--ab-rounds",
+        "--ab-blocks",
         type=int,
-        default=6,
-        help="with --metering both: rounds of the interleaved on/off comparison (0: skip it)",
+        default=10,
+        help="with --metering both: ABBA blocks per start order of the interleaved on/off comparison (0: skip it)",
     )
-    parser.add_argument("--ab-seconds", type=float, default=3.0, help="seconds per interleaved run")
+    parser.add_argument(
+        "--ab-seconds", type=float, default=1.0, help="seconds per phase of the interleaved comparison"
+    )
     args = parser.parse_args(argv)
     out = args.out or REPO / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
     return Settings(
@@ -217,7 +219,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         args.wait_idle,
         out,
         {"on": [True], "off": [False], "both": [True, False]}[args.metering],
-        args.ab_rounds if args.metering == "both" else 0,
+        args.ab_blocks if args.metering == "both" else 0,
         args.ab_seconds,
     )
 
@@ -327,10 +329,10 @@ def run(settings: Settings) -> dict[str, object]:
                 result = measure_gateway(workers, upstream, settings, wrk, started, metering)
                 targets[str(result["name"])] = result
         results["targets"] = targets
-        if settings.ab_rounds:
+        if settings.ab_blocks:
             print("== metering on vs off, interleaved", flush=True)
             results["interleaved"] = compare_metering(
-                upstream, settings.out / "interleaved", wrk, started, settings.ab_rounds, settings.ab_seconds
+                upstream, settings.out / "interleaved", wrk, started, settings.ab_blocks, settings.ab_seconds
             )
     return results
 
