@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from dataclasses import dataclass
 
 import grpc
-from grpc_load import build_request, phase
+from grpc_load import build_request, phase, print_result
 from modelyard.v1 import chat_pb2, inference_pb2_grpc
 
 ABBA = (0, 1, 1, 0)
@@ -74,14 +73,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=8)
     parser.add_argument("--phase", type=float, default=1.0, help="seconds per gateway per turn")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per gateway first")
-    args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(run(args))
-    else:
-        result = uvloop.run(run(args))
-    print(json.dumps(result), flush=True)
+    print_result(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 import resource
 import statistics
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 import grpc
@@ -139,13 +140,17 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
-    args = parser.parse_args()
+    print_result(run(parser.parse_args()))
+
+
+def print_result(load: Coroutine[None, None, dict[str, object]]) -> None:
+    """Run a load on uvloop when it is installed and print its result as one JSON line."""
     try:
         import uvloop
     except ImportError:
-        result = asyncio.run(run(args))
+        result = asyncio.run(load)
     else:
-        result = uvloop.run(run(args))
+        result = uvloop.run(load)
     print(json.dumps(result), flush=True)
 
 
