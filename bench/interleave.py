@@ -28,7 +28,13 @@ GRPC_CHANNELS = 4
 ABBA = (True, False, False, True)
 """Metering on, off, off, on: a block's phases."""
 _T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
-"""Student's t, two-sided 95 %, by degrees of freedom (≈ 2.1 to 2.0 beyond)."""
+"""Student's t, two-sided 95 %, by degrees of freedom."""
+_Z95 = 1.96
+
+
+def _t95(freedom: int) -> float:
+    """Student's t quantile: the table, then the Cornish-Fisher term (within about 1 % beyond 10)."""
+    return _T95.get(freedom) or _Z95 + (_Z95**3 + _Z95) / (4 * freedom)
 
 
 def _rest_blocks(
@@ -77,7 +83,7 @@ def _summary(first: list[float], second: list[float]) -> dict[str, object]:
     """`first`: the blocks with the metering-on gateway started first; `second`: started second."""
     ratios = first + second
     logs = [math.log(ratio) for ratio in ratios]
-    half_width = _T95.get(len(logs) - 1, 2.05) * statistics.stdev(logs) / math.sqrt(len(logs))
+    half_width = _t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
     mean = statistics.mean(logs)
     return {
         "ratios": [round(ratio, 4) for ratio in ratios],
